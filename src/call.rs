@@ -1,0 +1,152 @@
+//! One call's context: made when the request arrives, filled in by each stage, and written as
+//! the access event exactly once, when it is dropped (after the last body byte is sent, or when
+//! the app goes away first).
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use http::{HeaderValue, Request};
+
+use crate::error::ErrorShape;
+use crate::telemetry::{self, AccessRecord};
+
+/// Header carrying the call's id, to the app and to the store.
+pub const REQUEST_ID: &str = "x-request-id";
+/// Status logged for a call whose app went away before it was answered (as nginx does).
+pub const CLIENT_CLOSED: u16 = 499;
+/// Longest app-supplied request id that is kept.
+const MAX_ID_LEN: usize = 200;
+
+/// The context of one call, passed `&mut` through the stages of [`crate::proxy`].
+#[derive(Debug)]
+pub struct Call {
+    /// The fields of the access event.
+    pub record: AccessRecord,
+    /// When the request arrived.
+    pub started: Instant,
+    /// The error body shape this call gets from the proxy.
+    pub shape: ErrorShape,
+    /// The request id as a header value.
+    pub request_id: HeaderValue,
+    /// `scheme://host[:port]` the app called, for rewriting the store's `Location`.
+    pub app_origin: Option<String>,
+}
+
+impl Call {
+    /// Starts the context of a call: its id (the app's own if it sent a usable one), method,
+    /// path and error shape.
+    pub fn start<B>(req: &Request<B>, ids: &RequestIds, scheme: &str) -> Call {
+        let request_id = req
+            .headers()
+            .get(REQUEST_ID)
+            .filter(|v| usable_id(v))
+            .cloned()
+            .unwrap_or_else(|| ids.next());
+        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let app_origin = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+            .map(|h| format!("{scheme}://{h}"));
+        Call {
+            record: AccessRecord {
+                request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
+                method: req.method().to_string(),
+                path: path.to_string(),
+                status: CLIENT_CLOSED,
+                cache: "BYPASS",
+                ..AccessRecord::default()
+            },
+            started: Instant::now(),
+            shape: ErrorShape::for_request(
+                req.uri().path(),
+                req.headers().get(http::header::ACCEPT),
+            ),
+            request_id,
+            app_origin,
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.record.total_ms = telemetry::ms(self.started.elapsed());
+        telemetry::access(&self.record);
+    }
+}
+
+fn usable_id(v: &HeaderValue) -> bool {
+    !v.is_empty() && v.len() <= MAX_ID_LEN && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+}
+
+/// Makes request ids unique across calls and restarts: a random per-process prefix and a
+/// counter.
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        RequestIds {
+            prefix: hasher.finish(),
+            counter: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RequestIds {
+    /// A new id, as a header value.
+    pub fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:016x}-{n:08x}", self.prefix);
+        HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static("bcproxy"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_apps_keep_theirs() {
+        let ids = RequestIds::default();
+        assert_ne!(ids.next(), ids.next());
+        let req = Request::get("/api/v2/time")
+            .header(REQUEST_ID, "app-42")
+            .body(())
+            .unwrap();
+        let call = Call::start(&req, &ids, "http");
+        assert_eq!(call.request_id, "app-42");
+        let bad = Request::get("/")
+            .header(REQUEST_ID, "has space")
+            .body(())
+            .unwrap();
+        assert_ne!(Call::start(&bad, &ids, "http").request_id, "has space");
+    }
+
+    #[test]
+    fn app_origin_comes_from_host() {
+        let ids = RequestIds::default();
+        let req = Request::get("/x")
+            .header("host", "127.0.0.1:8080")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            Call::start(&req, &ids, "http").app_origin.as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        let bad = Request::get("/x").header("host", "a b").body(()).unwrap();
+        assert_eq!(Call::start(&bad, &ids, "http").app_origin, None);
+    }
+}

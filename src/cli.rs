@@ -1,0 +1,326 @@
+//! The command line: `run` (the default), `check`, `demo` and `sim`. Errors at start-up are one
+//! sentence on stderr; exit 2 for bad configuration or arguments, 1 for anything else.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::app;
+use crate::config::{ConfigError, DEFAULT_PATH, Dialect, Settings, Sources};
+use crate::server::shutdown_signal;
+use crate::sim::{self, Sim, SimConfig};
+
+/// The embedded configuration `bcproxy demo` runs with.
+pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+
+/// A throttling-aware caching reverse proxy for the BigCommerce API.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bcproxy",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: ConfigArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy (the default command).
+    Run(ConfigArgs),
+    /// Load and validate the config, print the effective settings with secrets redacted.
+    Check(ConfigArgs),
+    /// Start the store simulator and the proxy in front of it on loopback; no credentials needed.
+    Demo(DemoArgs),
+    /// Run the store simulator alone (offline development, tests, benchmarks).
+    Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// Config file [default: $BCPROXY_CONFIG, then config/bcproxy.toml]
+    #[arg(long, short, env = "BCPROXY_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Where the proxy listens (a free port is used if this one is taken).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the simulator listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    sim_listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    /// Requests allowed per window.
+    #[arg(long, default_value_t = 20_000)]
+    limit: u64,
+    /// The rolling window (moves in steps of window/60).
+    #[arg(long, default_value = "60m", value_parser = humantime::parse_duration)]
+    window: Duration,
+    /// Latency added to every API call.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    latency: Duration,
+    /// The API dialect.
+    #[arg(long, value_enum, default_value_t = DialectArg::Legacy)]
+    dialect: DialectArg,
+    /// Basic auth user name the store accepts.
+    #[arg(long, default_value = sim::DEFAULT_USERNAME)]
+    username: String,
+    /// API key the store accepts.
+    #[arg(long, default_value = sim::DEFAULT_API_KEY)]
+    api_key: String,
+    /// Start with no data instead of the seed data.
+    #[arg(long)]
+    empty: bool,
+    /// PEM certificate: serve HTTPS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DialectArg {
+    Legacy,
+    Oauth,
+}
+
+/// Why a command failed, and the exit code it gets.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("bad config: {0}")]
+    Config(#[from] ConfigError),
+    #[error("bad arguments: {0}")]
+    Args(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Failure {
+    fn code(&self) -> ExitCode {
+        match self {
+            Failure::Config(_) | Failure::Args(_) => ExitCode::from(2),
+            Failure::Other(_) => ExitCode::from(1),
+        }
+    }
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bcproxy: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            None => run(cli.run).await,
+            Some(Command::Run(args)) => run(args).await,
+            Some(Command::Check(args)) => check(args),
+            Some(Command::Demo(args)) => demo(args).await,
+            Some(Command::Sim(args)) => run_sim(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("bcproxy: {failure}");
+            failure.code()
+        }
+    }
+}
+
+/// Loads settings: an explicit `--config`/`$BCPROXY_CONFIG` must exist; the default file is
+/// used when present, else defaults plus environment.
+fn load(args: &ConfigArgs) -> Result<(PathBuf, Settings), Failure> {
+    let (path, file) = match &args.config {
+        Some(path) => (path.clone(), Some(path.clone())),
+        None => {
+            let path = PathBuf::from(DEFAULT_PATH);
+            let file = path.is_file().then(|| path.clone());
+            (path, file)
+        }
+    };
+    let settings = Settings::load(&Sources {
+        file,
+        ..Sources::default()
+    })?;
+    Ok((path, settings))
+}
+
+fn check(args: ConfigArgs) -> Result<(), Failure> {
+    let (path, settings) = load(&args)?;
+    println!(
+        "# {} is valid; effective settings (secrets redacted):\n",
+        path.display()
+    );
+    print!("{}", settings.to_redacted_toml());
+    Ok(())
+}
+
+async fn run(args: ConfigArgs) -> Result<(), Failure> {
+    let (_, settings) = load(&args)?;
+    crate::telemetry::init(&settings.log).map_err(|e| Failure::Other(e.to_string()))?;
+    let listener = TcpListener::bind(settings.listen.addr).await.map_err(|e| {
+        Failure::Other(format!(
+            "cannot listen on {} (listen.addr): {e}",
+            settings.listen.addr
+        ))
+    })?;
+    app::run(Arc::new(settings), listener, shutdown_signal())
+        .await
+        .map(drop)
+        .map_err(|e| Failure::Other(e.to_string()))
+}
+
+async fn run_sim(args: SimArgs) -> Result<(), Failure> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(crate::tls::server_config(cert, key).map_err(|e| Failure::Args(e.to_string()))?)
+        }
+        _ => None,
+    };
+    if args.limit == 0 || args.window.is_zero() {
+        return Err(Failure::Args(
+            "--limit and --window must be above zero".into(),
+        ));
+    }
+    let config = SimConfig {
+        dialect: match args.dialect {
+            DialectArg::Legacy => Dialect::Legacy,
+            DialectArg::Oauth => Dialect::Oauth,
+        },
+        limit: args.limit,
+        window: args.window,
+        latency: args.latency,
+        username: args.username,
+        api_key: args.api_key,
+        seed: !args.empty,
+        tls,
+    };
+    if config.dialect == Dialect::Oauth {
+        return Err(Failure::Args(
+            "--dialect oauth is not available yet; use legacy".into(),
+        ));
+    }
+    let log = crate::config::Log {
+        level: "info,bcproxy::sim=debug".into(),
+        ..Default::default()
+    };
+    crate::telemetry::init(&log).map_err(|e| Failure::Other(e.to_string()))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::Other(format!("cannot listen on {} (--listen): {e}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    eprintln!(
+        "bcproxy sim: a {} store at {scheme}://{addr}/api/v2/ (user {:?}, key {:?}, {} requests per {}); control API at {scheme}://{addr}/__sim",
+        config.dialect.as_str(),
+        config.username,
+        config.api_key,
+        config.limit,
+        humantime::format_duration(config.window),
+    );
+    tracing::info!(listen = %addr, dialect = config.dialect.as_str(), limit = config.limit, "start");
+    let sim = Sim::new(config);
+    let stopped = sim
+        .serve(listener, async {
+            tracing::info!(reason = shutdown_signal().await, "shutdown.begin")
+        })
+        .await;
+    tracing::info!(
+        open_connections = stopped.open_connections,
+        drained = stopped.drained,
+        "shutdown"
+    );
+    Ok(())
+}
+
+async fn demo(args: DemoArgs) -> Result<(), Failure> {
+    let running_sim = Sim::start(SimConfig::default(), args.sim_listen)
+        .await
+        .map_err(|e| {
+            Failure::Other(format!(
+                "cannot start the simulator on {}: {e}",
+                args.sim_listen
+            ))
+        })?;
+    let listener = match TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "bcproxy demo: {} is taken ({e}); using a free port instead",
+                args.listen
+            );
+            TcpListener::bind(SocketAddr::new(args.listen.ip(), 0))
+                .await
+                .map_err(|e| {
+                    Failure::Other(format!("cannot listen on {}: {e}", args.listen.ip()))
+                })?
+        }
+    };
+    let proxy_addr = listener
+        .local_addr()
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    let env = HashMap::from([
+        ("BCPROXY__UPSTREAM__URL".to_string(), running_sim.url()),
+        (
+            "BCPROXY__UPSTREAM__USERNAME".to_string(),
+            sim::DEFAULT_USERNAME.to_string(),
+        ),
+        (
+            "BCPROXY__UPSTREAM__API_KEY".to_string(),
+            sim::DEFAULT_API_KEY.to_string(),
+        ),
+        ("BCPROXY__LISTEN__ADDR".to_string(), proxy_addr.to_string()),
+    ]);
+    let settings = Settings::from_toml(DEMO_CONFIG, env)?;
+    crate::telemetry::init(&settings.log).map_err(|e| Failure::Other(e.to_string()))?;
+
+    let p = format!("http://{proxy_addr}");
+    eprintln!(
+        "\nbcproxy demo: the store simulator is at {sim}, the proxy at {p}.\n\
+         The proxy adds the store's credentials; your calls need none. Try:\n\n\
+         \x20 curl -s {p}/api/v2/products/3.json\n\
+         \x20 curl -s -H 'Accept: application/xml' '{p}/api/v2/categories?limit=2'\n\
+         \x20 curl -s -X POST -H 'Content-Type: application/json' \\\n\
+         \x20      -d '{{\"name\":\"Démo ☕ mug\",\"price\":\"9.50\",\"type\":\"physical\"}}' {p}/api/v2/products\n\
+         \x20 curl -s {p}/api/v2/products/count\n\
+         \x20 curl -s {sim}/__sim/stats?log=false      # what the store saw\n\n\
+         Access log lines follow on stdout. Ctrl-C stops both.\n",
+        sim = running_sim.url(),
+    );
+    let result = app::run(Arc::new(settings), listener, shutdown_signal()).await;
+    running_sim.stop().await;
+    result.map(drop).map_err(|e| Failure::Other(e.to_string()))
+}

@@ -1,0 +1,740 @@
+//! The store simulator: an independent, faithful stand-in for a BigCommerce store, for offline
+//! development, tests and benchmarks. It is the referee of the proxy's budget, so it shares no
+//! budget code with the proxy.
+//!
+//! - `api`: resources, methods and status codes; `store`: the data; `format`: JSON and XML;
+//!   `quota`: the store's own rolling window.
+//! - The control API under `/__sim/` (stats, reset, out-of-band spending, fault injection,
+//!   latency) never counts against the quota and never shows up in the stats.
+
+pub mod api;
+pub mod format;
+pub mod quota;
+pub mod store;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::Dialect;
+use crate::server::{self, ServeOptions, Stopped};
+use api::{ApiCall, Shape};
+use format::Format;
+use quota::Quota;
+use store::Store;
+
+/// User name the simulator accepts by default.
+pub const DEFAULT_USERNAME: &str = "demo";
+/// API key the simulator accepts by default (a test value, not a secret).
+pub const DEFAULT_API_KEY: &str = "sim-api-key-0000";
+/// Largest request body the simulator reads.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Calls kept in the stats' call log.
+const LOG_CAPACITY: usize = 100_000;
+/// How long a `hang` fault holds a call before dropping the connection.
+const HANG: Duration = Duration::from_secs(600);
+/// The legacy API's base path.
+const LEGACY_BASE: &str = "/api/v2/";
+
+/// How the simulator behaves.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The API dialect: budget headers, throttle status, auth.
+    pub dialect: Dialect,
+    /// Requests allowed per window.
+    pub limit: u64,
+    /// The rolling window (moves in steps of window/60).
+    pub window: Duration,
+    /// Added before every API call is answered.
+    pub latency: Duration,
+    /// Basic auth user name.
+    pub username: String,
+    /// Basic auth password (the API key).
+    pub api_key: String,
+    /// Start with the seed data (else empty).
+    pub seed: bool,
+    /// Serve HTTPS with this config.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            dialect: Dialect::Legacy,
+            limit: 20_000,
+            window: Duration::from_secs(3600),
+            latency: Duration::ZERO,
+            username: DEFAULT_USERNAME.into(),
+            api_key: DEFAULT_API_KEY.into(),
+            seed: true,
+            tls: None,
+        }
+    }
+}
+
+/// A fault the next calls get instead of an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Fault {
+    /// Answer with this status (500, 503, 301 ...) and the store's error body.
+    Status {
+        /// The status code.
+        status: u16,
+        /// A `Location` to send with it (for redirects).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<String>,
+    },
+    /// Never answer (until the client gives up).
+    Hang,
+    /// Drop the connection without an answer.
+    Reset,
+}
+
+#[derive(Debug, Deserialize)]
+struct FaultRequest {
+    #[serde(flatten)]
+    fault: Fault,
+    #[serde(default = "one")]
+    count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One API call as the simulator saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedCall {
+    /// Milliseconds since the simulator started, when the call arrived.
+    pub at_ms: f64,
+    /// Unix time in milliseconds when the call arrived.
+    pub unix_ms: u64,
+    /// Request method.
+    pub method: String,
+    /// Path with query.
+    pub path: String,
+    /// Status answered; 0 for a hang or reset fault.
+    pub status: u16,
+    /// `ok`, `bad` or `none`: the credential presented.
+    pub auth: String,
+    /// The injected fault, if any.
+    pub fault: Option<String>,
+    /// Request body bytes.
+    pub bytes_in: u64,
+    /// The `X-Request-ID` the caller sent.
+    pub request_id: Option<String>,
+    /// The `Host` the caller sent (the `:authority` for h2).
+    pub host: Option<String>,
+    /// The HTTP version the call came in (`HTTP/1.1`, `HTTP/2.0`).
+    pub version: String,
+}
+
+/// What the simulator has seen since it started or was reset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// API calls received (control calls excluded).
+    pub calls: u64,
+    /// Calls by method.
+    pub by_method: BTreeMap<String, u64>,
+    /// Calls by `METHOD path` (query excluded).
+    pub by_path: BTreeMap<String, u64>,
+    /// Calls by status answered.
+    pub by_status: BTreeMap<u16, u64>,
+    /// 509 (or 429) answers sent.
+    pub throttled: u64,
+    /// 401 answers sent.
+    pub unauthorized: u64,
+    /// Distinct credentials presented (valid or not).
+    pub distinct_credentials: u64,
+    /// Most calls in flight at once.
+    pub peak_concurrency: u64,
+    /// Calls in flight now.
+    pub in_flight: u64,
+    /// The quota's limit.
+    pub limit: u64,
+    /// Requests left in the current window.
+    pub remaining: u64,
+    /// Every call, oldest first (the latest 100,000).
+    pub log: Vec<LoggedCall>,
+}
+
+#[derive(Debug, Default)]
+struct Recorder {
+    stats: Stats,
+    credentials: HashSet<u64>,
+    log: VecDeque<LoggedCall>,
+}
+
+/// The simulator: data, quota, stats and faults, shared by its connections.
+#[derive(Debug, Clone)]
+pub struct Sim {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: SimConfig,
+    started: Instant,
+    latency_us: AtomicU64,
+    store: Mutex<Store>,
+    quota: Mutex<Quota>,
+    recorder: Mutex<Recorder>,
+    faults: Mutex<VecDeque<Fault>>,
+    in_flight: AtomicU64,
+    peak: AtomicU64,
+    ids: AtomicU64,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// The simulator dropped a connection on purpose (a `reset` or `hang` fault).
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by an injected fault")]
+pub struct Dropped;
+
+/// Locks a mutex, recovering the data if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct RunningSim {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state, for stats and control.
+    pub sim: Sim,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Stopped>,
+}
+
+impl RunningSim {
+    /// `http://addr` (or `https://`).
+    pub fn url(&self) -> String {
+        let scheme = if self.sim.inner.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Stops accepting and drains open calls.
+    pub async fn stop(mut self) -> Option<Stopped> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.ok()
+    }
+}
+
+impl Sim {
+    /// A simulator with the given behaviour.
+    pub fn new(config: SimConfig) -> Sim {
+        let store = if config.seed {
+            Store::seeded()
+        } else {
+            Store::empty()
+        };
+        Sim {
+            inner: Arc::new(Inner {
+                latency_us: AtomicU64::new(config.latency.as_micros() as u64),
+                quota: Mutex::new(Quota::new(config.limit, config.window)),
+                store: Mutex::new(store),
+                recorder: Mutex::new(Recorder::default()),
+                faults: Mutex::new(VecDeque::new()),
+                in_flight: AtomicU64::new(0),
+                peak: AtomicU64::new(0),
+                ids: AtomicU64::new(0),
+                started: Instant::now(),
+                hasher: Default::default(),
+                config,
+            }),
+        }
+    }
+
+    /// Binds `addr` and serves until [`RunningSim::stop`].
+    pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<RunningSim> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let sim = Sim::new(config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = sim.clone();
+        let task = tokio::spawn(async move {
+            serving
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(RunningSim {
+            addr,
+            sim,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Serves connections from `listener` until `shutdown` completes.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Stopped {
+        let options = ServeOptions {
+            name: "sim",
+            header_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(2),
+            max_connections: 100_000,
+            tls: self.inner.config.tls.clone(),
+            refusal: Bytes::new(),
+        };
+        let sim = self.clone();
+        server::serve(
+            listener,
+            options,
+            move |_conn| {
+                let sim = sim.clone();
+                hyper::service::service_fn(move |req| {
+                    let sim = sim.clone();
+                    async move { sim.handle(req).await.map(|r| r.map(Full::new)) }
+                })
+            },
+            shutdown,
+        )
+        .await
+    }
+
+    /// Everything seen so far; `with_log` includes the call log.
+    pub fn stats(&self, with_log: bool) -> Stats {
+        let mut stats = {
+            let recorder = lock(&self.inner.recorder);
+            let mut stats = recorder.stats.clone();
+            stats.distinct_credentials = recorder.credentials.len() as u64;
+            if with_log {
+                stats.log = recorder.log.iter().cloned().collect();
+            }
+            stats
+        };
+        stats.peak_concurrency = self.inner.peak.load(Ordering::Relaxed);
+        stats.in_flight = self.inner.in_flight.load(Ordering::Relaxed);
+        let mut quota = lock(&self.inner.quota);
+        stats.limit = quota.limit();
+        stats.remaining = quota.remaining(SystemTime::now());
+        stats
+    }
+
+    /// Forgets stats, spent quota and pending faults; `reseed` also restores the seed data.
+    pub fn reset(&self, reseed: bool) {
+        *lock(&self.inner.recorder) = Recorder::default();
+        lock(&self.inner.quota).clear();
+        lock(&self.inner.faults).clear();
+        self.inner.peak.store(
+            self.inner.in_flight.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        if reseed {
+            *lock(&self.inner.store) = if self.inner.config.seed {
+                Store::seeded()
+            } else {
+                Store::empty()
+            };
+        }
+    }
+
+    /// Spends `n` requests of the quota, as other clients of the same store would; returns
+    /// what is left.
+    pub fn spend(&self, n: u64) -> u64 {
+        let mut quota = lock(&self.inner.quota);
+        let now = SystemTime::now();
+        quota.add(now, n);
+        quota.remaining(now)
+    }
+
+    /// The next `count` API calls get `fault`.
+    pub fn inject(&self, fault: Fault, count: u32) {
+        let mut faults = lock(&self.inner.faults);
+        faults.extend(std::iter::repeat_n(fault, count as usize));
+    }
+
+    /// Changes the latency added to every API call.
+    pub fn set_latency(&self, latency: Duration) {
+        self.inner
+            .latency_us
+            .store(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Answers one request: the control API, or an API call.
+    pub async fn handle(&self, req: Request<Incoming>) -> Result<Response<Bytes>, Dropped> {
+        let path = req.uri().path();
+        if path == "/__sim" || path.starts_with("/__sim/") {
+            return Ok(self.control(req).await);
+        }
+        self.api_call(req).await
+    }
+
+    async fn api_call(&self, req: Request<Incoming>) -> Result<Response<Bytes>, Dropped> {
+        let inner = &self.inner;
+        let in_flight = inner.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        inner.peak.fetch_max(in_flight, Ordering::Relaxed);
+        let _leave = Leave(&inner.in_flight);
+
+        let arrived = SystemTime::now();
+        let (parts, body) = req.into_parts();
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let mut entry = LoggedCall {
+            at_ms: inner.started.elapsed().as_secs_f64() * 1000.0,
+            unix_ms: arrived
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            method: parts.method.to_string(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_string(),
+            status: 0,
+            auth: "none".into(),
+            fault: None,
+            bytes_in: 0,
+            request_id: header("x-request-id"),
+            host: header("host").or_else(|| parts.uri.authority().map(|a| a.to_string())),
+            version: format!("{:?}", parts.version),
+        };
+        let xml =
+            crate::error::wants_xml(parts.uri.path(), parts.headers.get(http::header::ACCEPT));
+        let format = if xml { Format::Xml } else { Format::Json };
+        let shape = Shape::Legacy;
+
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                let too_large = e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some();
+                let status = if too_large {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                let response = api::error(
+                    shape,
+                    format,
+                    status,
+                    "The request body could not be read.",
+                    None,
+                );
+                return Ok(self.finish(entry, response));
+            }
+        };
+        entry.bytes_in = body.len() as u64;
+
+        let fault = lock(&inner.faults).pop_front();
+        if let Some(fault) = fault {
+            match fault {
+                Fault::Status { status, location } => {
+                    entry.fault = Some(format!("status {status}"));
+                    let status =
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    let message = match status.as_u16() {
+                        503 => "The store is down for maintenance.",
+                        300..=399 => "The resource has moved.",
+                        _ => "Internal Server Error",
+                    };
+                    let mut response = api::error(shape, format, status, message, None);
+                    if let Some(value) = location.and_then(|l| HeaderValue::try_from(l).ok()) {
+                        response.headers_mut().insert(http::header::LOCATION, value);
+                    }
+                    return Ok(self.finish(entry, response));
+                }
+                Fault::Hang => {
+                    entry.fault = Some("hang".into());
+                    self.record(entry);
+                    tokio::time::sleep(HANG).await;
+                    return Err(Dropped);
+                }
+                Fault::Reset => {
+                    entry.fault = Some("reset".into());
+                    self.record(entry);
+                    return Err(Dropped);
+                }
+            }
+        }
+
+        let latency = Duration::from_micros(inner.latency_us.load(Ordering::Relaxed));
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+
+        let credential = self.check_credential(&parts.headers);
+        entry.auth = credential.as_str().into();
+        if credential != Credential::Valid {
+            let message = if credential == Credential::Missing {
+                "No credentials were supplied in the request."
+            } else {
+                "The credentials supplied in the request are invalid."
+            };
+            let mut response = api::error(shape, format, StatusCode::UNAUTHORIZED, message, None);
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Store API\""),
+            );
+            return Ok(self.finish(entry, response));
+        }
+
+        let Some(remaining) = lock(&inner.quota).take(SystemTime::now(), 1) else {
+            let mut response = api::error(
+                shape,
+                Format::Json,
+                StatusCode::from_u16(509).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+                "The requests-per-hour limit has been reached.",
+                None,
+            );
+            response
+                .headers_mut()
+                .insert("x-bc-apilimit-remaining", HeaderValue::from(0));
+            return Ok(self.finish(entry, response));
+        };
+
+        let response = match parts.uri.path().strip_prefix(LEGACY_BASE) {
+            Some(resource) => {
+                let scheme = if inner.config.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                let host = entry.host.clone().unwrap_or_else(|| "localhost".into());
+                let base_url = format!("{scheme}://{host}/api/v2");
+                let content_type = header(CONTENT_TYPE.as_str())
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                let call = ApiCall {
+                    method: &parts.method,
+                    resource,
+                    query: parts.uri.query(),
+                    accept_xml: xml,
+                    body_is_xml: content_type.contains("xml"),
+                    body: &body,
+                    base_url: &base_url,
+                };
+                api::answer(&mut lock(&inner.store), shape, &call, SystemTime::now())
+            }
+            None => api::error(
+                shape,
+                format,
+                StatusCode::NOT_FOUND,
+                "The requested resource was not found.",
+                None,
+            ),
+        };
+        let mut response = response;
+        response
+            .headers_mut()
+            .insert("x-bc-apilimit-remaining", HeaderValue::from(remaining));
+        Ok(self.finish(entry, response))
+    }
+
+    /// Adds the store's own request id, records the call, returns the response.
+    fn finish(&self, mut entry: LoggedCall, mut response: Response<Bytes>) -> Response<Bytes> {
+        let id = self.inner.ids.fetch_add(1, Ordering::Relaxed);
+        if let Ok(value) = HeaderValue::try_from(format!("sim-{id:08x}")) {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        entry.status = response.status().as_u16();
+        self.record(entry);
+        response
+    }
+
+    fn record(&self, entry: LoggedCall) {
+        tracing::debug!(method = %entry.method, path = %entry.path, status = entry.status, auth = %entry.auth, "sim.call");
+        let mut r = lock(&self.inner.recorder);
+        let stats = &mut r.stats;
+        stats.calls += 1;
+        *stats.by_method.entry(entry.method.clone()).or_default() += 1;
+        let path = entry.path.split('?').next().unwrap_or("");
+        *stats
+            .by_path
+            .entry(format!("{} {path}", entry.method))
+            .or_default() += 1;
+        if entry.status != 0 {
+            *stats.by_status.entry(entry.status).or_default() += 1;
+        }
+        match entry.status {
+            401 => stats.unauthorized += 1,
+            509 | 429 if entry.fault.is_none() => stats.throttled += 1,
+            _ => {}
+        }
+        if r.log.len() == LOG_CAPACITY {
+            r.log.pop_front();
+        }
+        r.log.push_back(entry);
+    }
+
+    fn check_credential(&self, headers: &HeaderMap) -> Credential {
+        let Some(value) = headers.get(AUTHORIZATION) else {
+            return Credential::Missing;
+        };
+        let mut hasher = self.inner.hasher.build_hasher();
+        hasher.write(value.as_bytes());
+        lock(&self.inner.recorder)
+            .credentials
+            .insert(hasher.finish());
+        let config = &self.inner.config;
+        let decoded = value
+            .as_bytes()
+            .strip_prefix(b"Basic ")
+            .and_then(|b| BASE64.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok());
+        match decoded.as_deref().and_then(|s| s.split_once(':')) {
+            Some((user, key)) if user == config.username && key == config.api_key => {
+                Credential::Valid
+            }
+            _ => Credential::Invalid,
+        }
+    }
+
+    async fn control(&self, req: Request<Incoming>) -> Response<Bytes> {
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, 64 * 1024).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(_) => {
+                return control_answer(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    json!({ "error": "body too large" }),
+                );
+            }
+        };
+        let query = parts.uri.query().unwrap_or("");
+        match (&parts.method, parts.uri.path().trim_end_matches('/')) {
+            (&Method::GET, "/__sim") => control_answer(
+                StatusCode::OK,
+                json!({
+                    "endpoints": {
+                        "GET /__sim/stats": "what the store saw (add ?log=false to leave out the call log)",
+                        "POST /__sim/reset": "forget stats, spent quota and faults; restores the seed data unless ?data=keep",
+                        "POST /__sim/spend": "{\"count\": N}: spend N requests of the quota, as other clients of the store would",
+                        "POST /__sim/faults": "{\"kind\": \"status\", \"status\": 500, \"count\": N} (optional \"location\") | {\"kind\": \"hang\"} | {\"kind\": \"reset\"}: the next N calls fail so",
+                        "DELETE /__sim/faults": "drop pending faults",
+                        "PUT /__sim/latency": "{\"ms\": N}: latency added to every API call",
+                    }
+                }),
+            ),
+            (&Method::GET, "/__sim/stats") => {
+                let stats = self.stats(!query.contains("log=false"));
+                control_answer(
+                    StatusCode::OK,
+                    serde_json::to_value(stats).unwrap_or_default(),
+                )
+            }
+            (&Method::POST, "/__sim/reset") => {
+                self.reset(!query.contains("data=keep"));
+                control_answer(StatusCode::OK, json!({ "reset": true }))
+            }
+            (&Method::POST, "/__sim/spend") => {
+                match serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("count").and_then(serde_json::Value::as_u64))
+                {
+                    Some(n) => {
+                        control_answer(StatusCode::OK, json!({ "remaining": self.spend(n) }))
+                    }
+                    None => control_answer(
+                        StatusCode::BAD_REQUEST,
+                        json!({ "error": "expected {\"count\": N}" }),
+                    ),
+                }
+            }
+            (&Method::POST, "/__sim/faults") => match serde_json::from_slice::<FaultRequest>(&body)
+            {
+                Ok(request) => {
+                    self.inject(request.fault, request.count);
+                    control_answer(
+                        StatusCode::OK,
+                        json!({ "pending": lock(&self.inner.faults).len() }),
+                    )
+                }
+                Err(e) => {
+                    control_answer(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() }))
+                }
+            },
+            (&Method::DELETE, "/__sim/faults") => {
+                lock(&self.inner.faults).clear();
+                control_answer(StatusCode::OK, json!({ "pending": 0 }))
+            }
+            (&Method::PUT | &Method::POST, "/__sim/latency") => {
+                match serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("ms").and_then(serde_json::Value::as_u64))
+                {
+                    Some(ms) => {
+                        self.set_latency(Duration::from_millis(ms));
+                        control_answer(StatusCode::OK, json!({ "latency_ms": ms }))
+                    }
+                    None => control_answer(
+                        StatusCode::BAD_REQUEST,
+                        json!({ "error": "expected {\"ms\": N}" }),
+                    ),
+                }
+            }
+            _ => control_answer(
+                StatusCode::NOT_FOUND,
+                json!({ "error": "no such control endpoint; GET /__sim lists them" }),
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Credential {
+    Valid,
+    Invalid,
+    Missing,
+}
+
+impl Credential {
+    fn as_str(self) -> &'static str {
+        match self {
+            Credential::Valid => "ok",
+            Credential::Invalid => "bad",
+            Credential::Missing => "none",
+        }
+    }
+}
+
+struct Leave<'a>(&'a AtomicU64);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn control_answer(status: StatusCode, value: serde_json::Value) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(value.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,253 @@
+//! Logging: the subscriber (JSON lines or text), and the access event written once per call.
+//!
+//! JSON lines put `timestamp`, `level` and `message` first, then every field the event
+//! declares, flattened; a declared field that holds no value (an `Option` that is `None`) is
+//! written as `null`, so every access line has the same keys. No secret is ever a field.
+
+use std::fmt;
+
+use serde_json::Value;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::config::{Log, LogFormat};
+
+/// The subscriber could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// `log.level` is not a level or filter directive.
+    #[error("log.level: {0}")]
+    Filter(#[from] tracing_subscriber::filter::ParseError),
+    /// A global subscriber was already installed.
+    #[error("logging is already initialised")]
+    AlreadySet,
+}
+
+/// A subscriber for `log` settings writing to `writer` (stdout in production, a buffer in tests).
+pub fn subscriber<W>(log: &Log, writer: W) -> Result<tracing::Dispatch, TelemetryError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_new(&log.level)?;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_env_filter(filter);
+    Ok(match log.format {
+        LogFormat::Json => builder.event_format(JsonLines).into(),
+        LogFormat::Text => builder.with_target(false).into(),
+    })
+}
+
+/// Installs the process-wide subscriber writing to stdout.
+pub fn init(log: &Log) -> Result<(), TelemetryError> {
+    let dispatch = subscriber(log, std::io::stdout)?;
+    tracing::dispatcher::set_global_default(dispatch).map_err(|_| TelemetryError::AlreadySet)
+}
+
+/// The fields of one access event. Everything here is safe to log: no credential is ever put
+/// in a field.
+#[derive(Debug, Clone, Default)]
+pub struct AccessRecord {
+    /// The call's `x-request-id`.
+    pub request_id: String,
+    /// The `[[clients]]` name the app authenticated as.
+    pub client: Option<String>,
+    /// Request method.
+    pub method: String,
+    /// Request path with query.
+    pub path: String,
+    /// Status sent to the app (499 when the app went away before an answer).
+    pub status: u16,
+    /// The `x-cache` value.
+    pub cache: &'static str,
+    /// The store's status, when the store was called.
+    pub upstream_status: Option<u16>,
+    /// Time from sending to the store's response headers.
+    pub upstream_ms: Option<f64>,
+    /// The store's own request id, when it sent one.
+    pub upstream_request_id: Option<String>,
+    /// Time spent waiting for budget or an upstream slot.
+    pub wait_ms: f64,
+    /// Time from arrival to the last body byte sent (or the app going away).
+    pub total_ms: f64,
+    /// Response body bytes sent to the app.
+    pub bytes_out: u64,
+    /// The proxy's view of the store's remaining budget.
+    pub budget_remaining: Option<u64>,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+}
+
+/// Rounds milliseconds to microsecond precision for the log.
+pub fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+/// Writes the access event for one call.
+pub fn access(r: &AccessRecord) {
+    tracing::info!(
+        request_id = %r.request_id,
+        client = r.client.as_deref(),
+        method = %r.method,
+        path = %r.path,
+        status = r.status,
+        cache = r.cache,
+        upstream_status = r.upstream_status,
+        upstream_ms = r.upstream_ms,
+        upstream_request_id = r.upstream_request_id.as_deref(),
+        wait_ms = r.wait_ms,
+        total_ms = r.total_ms,
+        bytes_out = r.bytes_out,
+        budget_remaining = r.budget_remaining,
+        error = r.error.as_deref(),
+        "access"
+    );
+}
+
+/// The JSON lines event format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut timestamp = String::with_capacity(32);
+        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+
+        let mut line = String::with_capacity(512);
+        line.push_str("{\"timestamp\":");
+        push_json(&mut line, &Value::String(timestamp));
+        line.push_str(",\"level\":");
+        push_json(
+            &mut line,
+            &Value::String(event.metadata().level().to_string()),
+        );
+        line.push_str(",\"message\":");
+        push_json(&mut line, &fields.take("message").unwrap_or(Value::Null));
+        for field in event.metadata().fields() {
+            let name = field.name();
+            if name == "message" {
+                continue;
+            }
+            line.push(',');
+            push_json(&mut line, &Value::String(name.to_string()));
+            line.push(':');
+            push_json(&mut line, &fields.take(name).unwrap_or(Value::Null));
+        }
+        line.push('}');
+        writeln!(writer, "{line}")
+    }
+}
+
+fn push_json(out: &mut String, value: &Value) {
+    // Serializing a Value into a String cannot fail.
+    if let Ok(text) = serde_json::to_string(value) {
+        out.push_str(&text);
+    }
+}
+
+/// Collects an event's recorded fields as JSON values.
+#[derive(Default)]
+struct Fields(Vec<(&'static str, Value)>);
+
+impl Fields {
+    fn take(&mut self, name: &str) -> Option<Value> {
+        let i = self.0.iter().position(|(n, _)| *n == name)?;
+        Some(self.0.swap_remove(i).1)
+    }
+}
+
+impl Visit for Fields {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.push((
+            field.name(),
+            serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number),
+        ));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.push((field.name(), Value::from(value)));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.push((field.name(), Value::from(value)));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.push((field.name(), Value::from(value)));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.push((field.name(), Value::from(value)));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0.push((field.name(), Value::from(value.to_string())));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .push((field.name(), Value::from(format!("{value:?}"))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn access_lines_are_flat_json_with_nulls() {
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let dispatch = subscriber(&Log::default(), move || writer.clone()).unwrap();
+        tracing::dispatcher::with_default(&dispatch, || {
+            access(&AccessRecord {
+                request_id: "r1".into(),
+                method: "GET".into(),
+                path: "/api/v2/time?x=1".into(),
+                status: 200,
+                cache: "BYPASS",
+                upstream_status: Some(200),
+                upstream_ms: Some(1.5),
+                total_ms: 2.25,
+                bytes_out: 12,
+                ..Default::default()
+            })
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["message"], "access");
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["upstream_status"], 200);
+        assert_eq!(line["upstream_ms"], 1.5);
+        assert_eq!(line["path"], "/api/v2/time?x=1");
+        assert!(line["client"].is_null());
+        assert!(line["upstream_request_id"].is_null());
+        assert!(line["budget_remaining"].is_null());
+        assert!(line.get("fields").is_none());
+        assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+}

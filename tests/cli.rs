@@ -1,0 +1,317 @@
+//! The binary as users run it: exit codes, `check`, signals, `demo` and `sim`.
+
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bcproxy::sim::SimConfig;
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bcproxy");
+
+fn bcproxy(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("BCPROXY_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("BCPROXY__") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+const GOOD: &str = r#"
+[listen]
+addr = "127.0.0.1:0"
+
+[upstream]
+url = "https://store-abc123.mybigcommerce.com"
+username = "admin"
+api_key = "very-secret-key-123"
+
+[admin]
+addr = ""
+"#;
+
+/// Each kind of bad config exits 2 with one line naming the key, from `check` and from `run`.
+#[tokio::test]
+async fn bad_config_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "unknown.toml",
+            GOOD.replace("addr = \"127.0.0.1:0\"", "adr = \"127.0.0.1:0\""),
+            "listen.adr",
+        ),
+        (
+            "url.toml",
+            GOOD.replace("https://store-abc123.mybigcommerce.com", "store-abc123"),
+            "upstream.url",
+        ),
+        (
+            "user.toml",
+            GOOD.replace("username = \"admin\"", ""),
+            "upstream.username",
+        ),
+        (
+            "keyfile.toml",
+            GOOD.replace(
+                "api_key = \"very-secret-key-123\"",
+                "api_key_file = \"/nonexistent/bc.key\"",
+            ),
+            "upstream.api_key_file",
+        ),
+        (
+            "duration.toml",
+            GOOD.replace("[admin]", "timeout = \"soon\"\n[admin]"),
+            "upstream.timeout",
+        ),
+        (
+            "open.toml",
+            GOOD.replace("127.0.0.1:0", "0.0.0.0:8080"),
+            "listen.allow_anonymous",
+        ),
+        (
+            "syntax.toml",
+            GOOD.replace("[listen]", "[listen"),
+            "syntax.toml",
+        ),
+    ];
+    for (name, text, key) in cases {
+        let path = write(dir.path(), name, &text);
+        for command in ["check", "run"] {
+            let out = bcproxy(&[command, "--config", &path])
+                .output()
+                .await
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command} {name}: {stderr}");
+            assert!(
+                stderr.contains(key),
+                "{command} {name}: {stderr:?} does not name {key}"
+            );
+            assert_eq!(
+                stderr.trim().lines().count(),
+                1,
+                "{command} {name}: not one line: {stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{stderr}");
+            assert!(!stderr.contains("very-secret-key-123"), "{stderr}");
+        }
+    }
+    let missing = bcproxy(&["check", "--config", "/nonexistent/bcproxy.toml"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let bad_args = bcproxy(&["frobnicate"]).output().await.unwrap();
+    assert_eq!(bad_args.status.code(), Some(2));
+}
+
+/// `check` prints the effective settings, environment overrides applied, secrets redacted.
+#[tokio::test]
+async fn check_prints_effective_settings_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "good.toml", GOOD);
+    let out = bcproxy(&["check", "--config", &path])
+        .env("BCPROXY__UPSTREAM__TIMEOUT", "7s")
+        .env("BCPROXY__UPSTREAM__API_KEY", "env-secret-456")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("timeout = \"7s\""), "{stdout}");
+    assert!(stdout.contains("<redacted>"), "{stdout}");
+    assert!(
+        !stdout.contains("env-secret-456") && !stdout.contains("very-secret-key-123"),
+        "{stdout}"
+    );
+    let via_env = bcproxy(&["check"])
+        .env("BCPROXY_CONFIG", &path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(via_env.status.code(), Some(0));
+}
+
+async fn next_json(lines: &mut Lines<BufReader<ChildStdout>>, message: &str) -> serde_json::Value {
+    let find = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let value: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if value["message"] == message {
+                return value;
+            }
+        }
+        panic!("no {message} event");
+    };
+    tokio::time::timeout(Duration::from_secs(20), find)
+        .await
+        .expect("event in time")
+}
+
+async fn stderr_line(lines: &mut Lines<BufReader<ChildStderr>>, needle: &str) -> String {
+    let find = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("no stderr line with {needle}");
+    };
+    tokio::time::timeout(Duration::from_secs(20), find)
+        .await
+        .expect("line in time")
+}
+
+fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// `run` serves, and on SIGTERM stops accepting, lets the in-flight call finish, logs the
+/// shutdown and exits 0. Its output never holds the key.
+#[tokio::test]
+async fn run_drains_in_flight_calls_on_sigterm() {
+    let sim = start_sim_with(SimConfig {
+        latency: Duration::from_millis(700),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\nusername = \"{}\"\n[admin]\naddr = \"\"\n",
+        sim.url(),
+        bcproxy::sim::DEFAULT_USERNAME
+    );
+    let path = write(dir.path(), "run.toml", &config);
+    let mut child = bcproxy(&["--config", &path])
+        .env("BCPROXY__UPSTREAM__API_KEY", bcproxy::sim::DEFAULT_API_KEY)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let start = next_json(&mut stdout, "start").await;
+    let addr: std::net::SocketAddr = start["listen"].as_str().unwrap().parse().unwrap();
+
+    let http = Http::default();
+    let in_flight = {
+        let http = http.clone();
+        tokio::spawn(async move { http.get(&format!("http://{addr}/api/v2/products/4")).await })
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || sim.sim.stats(false).in_flight
+            == 1)
+        .await
+    );
+    signal(&child, "TERM");
+    let reply = in_flight.await.unwrap();
+    assert_eq!(reply.status, 200, "the in-flight call was cut off");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut rest = Vec::new();
+    while let Ok(Some(line)) = stdout.next_line().await {
+        rest.push(line);
+    }
+    let rest = rest.join("\n");
+    assert!(rest.contains("\"message\":\"access\""), "{rest}");
+    assert!(rest.contains("\"message\":\"shutdown\""), "{rest}");
+    assert!(rest.contains("\"reason\":\"SIGTERM\""), "{rest}");
+    assert!(!rest.contains(bcproxy::sim::DEFAULT_API_KEY));
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+/// `bcproxy demo` needs no config or credentials, prints curl lines that work, and stops
+/// cleanly on Ctrl-C (SIGINT).
+#[tokio::test]
+async fn demo_serves_and_stops_on_sigint() {
+    let mut child = bcproxy(&["demo", "--listen", "127.0.0.1:0"])
+        .current_dir(std::env::temp_dir())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = stderr_line(&mut stderr, "curl -s http://").await;
+    let url = line.trim().strip_prefix("curl -s ").unwrap().to_string();
+    assert!(url.ends_with("/api/v2/products/3.json"), "{url}");
+    let reply = Http::default().get(&url).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["name"], "日本茶セット");
+    signal(&child, "INT");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// `bcproxy sim` runs the simulator alone with the given quota, answering 509 past it.
+#[tokio::test]
+async fn sim_command_runs_a_store_with_its_quota() {
+    let mut child = bcproxy(&[
+        "sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--limit",
+        "3",
+        "--window",
+        "60s",
+    ])
+    .spawn()
+    .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = stderr_line(&mut stderr, "bcproxy sim:").await;
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .trim_end_matches("/api/v2/");
+    let http = Http::default();
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(
+                http.direct(&format!("{base}/api/v2/time"), &[])
+                    .await
+                    .status,
+            );
+        }
+        v
+    };
+    assert_eq!(statuses, [200, 200, 200, 509]);
+    signal(&child, "TERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

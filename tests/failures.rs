@@ -1,0 +1,193 @@
+//! When the store fails: the app gets a clear answer in the store's error shape, quickly, and
+//! the connection stays usable.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bcproxy::sim::{Fault, SimConfig};
+use support::*;
+
+/// A store that refuses connections gives 502 within 2 s, saying it is unreachable; the next
+/// call on the same connection is answered too.
+#[tokio::test]
+async fn store_down_gives_502_fast() {
+    let dead = dead_port().await;
+    let proxy = start_proxy(settings(&format!("http://{dead}"), "", &[])).await;
+    let mut conn = RawConn::connect(proxy.addr).await;
+    for _ in 0..2 {
+        let started = Instant::now();
+        conn.send(b"GET /api/v2/products HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let response = conn
+            .read_response(false)
+            .await
+            .expect("an answer on the same connection");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(response.status, 502);
+        assert_eq!(response.header("content-type"), Some("application/json"));
+        assert!(response.header("x-request-id").is_some());
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body[0]["status"], 502);
+        let message = body[0]["message"].as_str().unwrap();
+        assert!(message.contains("unreachable"), "{message}");
+        assert!(!message.contains("TLS"), "{message}");
+    }
+}
+
+/// Errors the proxy makes are XML when a legacy app asked for XML, and the v3 object on
+/// `/v3/` paths.
+#[tokio::test]
+async fn proxy_errors_use_the_shape_the_app_asked_for() {
+    let dead = dead_port().await;
+    let proxy = start_proxy(settings(&format!("http://{dead}"), "", &[])).await;
+    let http = Http::default();
+    let xml = http
+        .get_with(
+            &format!("{}/api/v2/products", proxy.url()),
+            &[("accept", "application/xml")],
+        )
+        .await;
+    assert_eq!(xml.status, 502);
+    assert_eq!(xml.header("content-type"), Some("application/xml"));
+    assert!(
+        xml.text()
+            .contains("<errors><error><status>502</status><message>"),
+        "{}",
+        xml.text()
+    );
+    let suffix = http
+        .get(&format!("{}/api/v2/products.xml", proxy.url()))
+        .await;
+    assert!(suffix.text().starts_with("<?xml"), "{}", suffix.text());
+    let v3 = http
+        .get(&format!("{}/stores/abc/v3/catalog/products", proxy.url()))
+        .await;
+    assert_eq!(v3.status, 502);
+    assert_eq!(v3.json()["status"], 502);
+    assert!(v3.json()["title"].as_str().unwrap().contains("unreachable"));
+}
+
+/// A store that hangs gives 504 after `upstream.timeout`; the connection carries the next call.
+#[tokio::test]
+async fn store_hanging_gives_504_after_the_timeout() {
+    let sim = start_sim().await;
+    let proxy = start_proxy(settings(&sim.url(), "", &[("upstream.timeout", "400ms")])).await;
+    sim.sim.inject(Fault::Hang, 1);
+    let mut conn = RawConn::connect(proxy.addr).await;
+    let started = Instant::now();
+    conn.send(b"GET /api/v2/products/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let response = conn.read_response(false).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(response.status, 504);
+    assert!(
+        took >= Duration::from_millis(400),
+        "504 before the timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "504 far after the timeout: {took:?}"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    assert!(
+        body[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within 400ms")
+    );
+    conn.send(b"GET /api/v2/products/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert_eq!(conn.read_response(false).await.unwrap().status, 200);
+}
+
+/// A store that drops the connection gives 502; the store's own 5xx answers pass through as
+/// they are.
+#[tokio::test]
+async fn store_resets_and_5xx() {
+    let sim = start_sim().await;
+    let proxy = start_proxy(settings(&sim.url(), "", &[])).await;
+    let http = Http::default();
+    sim.sim.inject(Fault::Reset, 1);
+    let reset = http
+        .get(&format!("{}/api/v2/products/1", proxy.url()))
+        .await;
+    assert_eq!(reset.status, 502);
+    assert!(
+        reset.json()[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed to answer"),
+        "{}",
+        reset.text()
+    );
+
+    sim.sim.inject(
+        Fault::Status {
+            status: 503,
+            location: None,
+        },
+        1,
+    );
+    let maintenance = http
+        .get(&format!("{}/api/v2/products/1", proxy.url()))
+        .await;
+    assert_eq!(maintenance.status, 503);
+    assert_eq!(
+        maintenance.json()[0]["message"],
+        "The store is down for maintenance."
+    );
+    assert_eq!(maintenance.header("x-cache"), Some("BYPASS"));
+
+    assert_eq!(
+        http.get(&format!("{}/api/v2/products/1", proxy.url()))
+            .await
+            .status,
+        200
+    );
+}
+
+/// A TLS store whose certificate comes from a private CA works with `upstream.ca_file`, and
+/// gives 502 naming the TLS failure without it.
+#[tokio::test]
+async fn tls_upstream_trusts_ca_file_only() {
+    let files = tls_files();
+    let tls = bcproxy::tls::server_config(&files.cert, &files.key).unwrap();
+    let sim = start_sim_with(SimConfig {
+        tls: Some(tls),
+        ..Default::default()
+    })
+    .await;
+    assert!(sim.url().starts_with("https://"));
+
+    let ca = files.ca.display().to_string();
+    let trusted = start_proxy(settings(&sim.url(), "", &[("upstream.ca_file", &ca)])).await;
+    let reply = Http::default()
+        .get(&format!("{}/api/v2/products/2", trusted.url()))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let log = sim.sim.stats(true).log;
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        log[0].version, "HTTP/2.0",
+        "ALPN should have picked h2 with the TLS store"
+    );
+
+    let untrusted = start_proxy(settings(&sim.url(), "", &[])).await;
+    let reply = Http::default()
+        .get(&format!("{}/api/v2/products/2", untrusted.url()))
+        .await;
+    assert_eq!(reply.status, 502);
+    let message = reply.json()[0]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("TLS"), "{message}");
+    assert!(message.to_lowercase().contains("certificate"), "{message}");
+    assert_eq!(
+        sim.sim.stats(false).calls,
+        1,
+        "a call went through an untrusted TLS connection"
+    );
+}

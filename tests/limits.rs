@@ -1,0 +1,264 @@
+//! Limits over real sockets: body size, header timeout, upstream concurrency, connections.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use http::Request;
+use support::*;
+
+async fn small_body_proxy() -> (bcproxy::sim::RunningSim, bcproxy::app::RunningProxy) {
+    let sim = start_sim().await;
+    let proxy = start_proxy(settings(&sim.url(), "", &[("listen.max_body", "1MiB")])).await;
+    (sim, proxy)
+}
+
+/// A body whose Content-Length is over `listen.max_body` gets 413 in the store's shape, and
+/// nothing reaches the store.
+#[tokio::test]
+async fn oversized_body_gets_413_and_reaches_nothing() {
+    let (sim, proxy) = small_body_proxy().await;
+    let http = Http::default();
+    let reply = http
+        .send(
+            Request::post(format!("{}/api/v2/products", proxy.url()))
+                .header("content-type", "application/json")
+                .body(body(vec![b'x'; 2 * 1024 * 1024]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.json()[0]["status"], 413);
+    assert!(
+        reply.json()[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("listen.max_body")
+    );
+    let xml = http
+        .send(
+            Request::put(format!("{}/api/v2/products/1.xml", proxy.url()))
+                .body(body(vec![b'x'; 1024 * 1024 + 1]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(xml.status, 413);
+    assert!(
+        xml.text().contains("<errors><error><status>413</status>"),
+        "{}",
+        xml.text()
+    );
+    assert_eq!(
+        sim.sim.stats(false).calls,
+        0,
+        "an oversized body reached the store"
+    );
+    // A body of exactly the limit passes.
+    let exact = http
+        .send(
+            Request::post(format!("{}/api/v2/brands", proxy.url()))
+                .header("content-type", "application/json")
+                .body(body(format!(
+                    "{{\"name\":\"{}\"}}",
+                    "n".repeat(1024 * 1024 - 11)
+                )))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(exact.status, 201, "{}", exact.text());
+}
+
+/// A chunked body (no length known up front) over the limit gets 413 and nothing reaches the
+/// store; the connection stays usable for the next call.
+#[tokio::test]
+async fn oversized_chunked_body_gets_413_and_the_connection_survives() {
+    let (sim, proxy) = small_body_proxy().await;
+    let mut conn = RawConn::connect(proxy.addr).await;
+    conn.send(b"POST /api/v2/products HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").await;
+    let chunk = vec![b'y'; 64 * 1024];
+    for _ in 0..24 {
+        conn.send(format!("{:x}\r\n", chunk.len()).as_bytes()).await;
+        conn.send(&chunk).await;
+        conn.send(b"\r\n").await;
+    }
+    conn.send(b"0\r\n\r\n").await;
+    let response = conn.read_response(false).await.expect("413");
+    assert_eq!(response.status, 413);
+    assert_eq!(
+        sim.sim.stats(false).calls,
+        0,
+        "an oversized chunked body reached the store"
+    );
+    conn.send(b"GET /api/v2/time HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let next = conn
+        .read_response(false)
+        .await
+        .expect("the connection is still usable");
+    assert_eq!(next.status, 200);
+    assert_eq!(sim.sim.stats(false).calls, 1);
+}
+
+/// An app that announces an oversized body and waits for `100 Continue` gets 413 at once and
+/// never has to send the body.
+#[tokio::test]
+async fn expect_continue_gets_413_without_sending_the_body() {
+    let (sim, proxy) = small_body_proxy().await;
+    let mut conn = RawConn::connect(proxy.addr).await;
+    conn.send(b"POST /api/v2/products HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\nExpect: 100-continue\r\n\r\n").await;
+    let response = conn
+        .read_response(false)
+        .await
+        .expect("413 before any body");
+    assert_eq!(response.status, 413);
+    assert_eq!(sim.sim.stats(false).calls, 0);
+}
+
+/// A client that sends nothing, or only part of its headers, is dropped at
+/// `listen.header_timeout`; a prompt one is served.
+#[tokio::test]
+async fn stalled_clients_are_dropped_at_header_timeout() {
+    let sim = start_sim().await;
+    let proxy = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[("listen.header_timeout", "300ms")],
+    ))
+    .await;
+
+    let started = Instant::now();
+    let mut silent = RawConn::connect(proxy.addr).await;
+    assert!(
+        silent.closed_within(Duration::from_secs(3)).await,
+        "a silent client was kept"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+
+    let mut trickle = RawConn::connect(proxy.addr).await;
+    trickle.send(b"GET /api/v2/time HTTP/1.1\r\nHo").await;
+    assert!(
+        trickle.closed_within(Duration::from_secs(3)).await,
+        "a client stuck in its headers was kept"
+    );
+
+    let mut h2_stall = RawConn::connect(proxy.addr).await;
+    h2_stall.send(b"PRI * HTTP/2.0\r\n").await;
+    assert!(
+        h2_stall.closed_within(Duration::from_secs(3)).await,
+        "a partial h2 preface was kept"
+    );
+
+    let mut prompt = RawConn::connect(proxy.addr).await;
+    prompt
+        .send(b"GET /api/v2/time HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert_eq!(prompt.read_response(false).await.unwrap().status, 200);
+    assert_eq!(sim.sim.stats(false).calls, 1);
+}
+
+/// No more than `upstream.max_concurrency` calls are at the store at once; the others wait
+/// their turn and are all served.
+#[tokio::test]
+async fn upstream_concurrency_is_bounded() {
+    let sim = start_sim_with(bcproxy::sim::SimConfig {
+        latency: Duration::from_millis(150),
+        ..Default::default()
+    })
+    .await;
+    let proxy = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[("upstream.max_concurrency", "3")],
+    ))
+    .await;
+    let http = Http::default();
+    let calls: Vec<_> = (0..12)
+        .map(|i| {
+            let http = http.clone();
+            let url = format!("{}/api/v2/products/{}", proxy.url(), i + 1);
+            tokio::spawn(async move { http.get(&url).await.status })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    let stats = sim.sim.stats(false);
+    assert_eq!(stats.calls, 12);
+    assert_eq!(
+        stats.peak_concurrency, 3,
+        "max_concurrency was not held (or never reached)"
+    );
+}
+
+/// A call that cannot get an upstream slot within `budget.max_wait` gets the store's throttle
+/// answer with a Retry-After, not a hang.
+#[tokio::test]
+async fn waiting_past_max_wait_gets_the_throttle_answer() {
+    let sim = start_sim_with(bcproxy::sim::SimConfig {
+        latency: Duration::from_millis(800),
+        ..Default::default()
+    })
+    .await;
+    let proxy = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[
+            ("upstream.max_concurrency", "1"),
+            ("budget.max_wait", "200ms"),
+        ],
+    ))
+    .await;
+    let http = Http::default();
+    let first = {
+        let http = http.clone();
+        let url = format!("{}/api/v2/products/1", proxy.url());
+        tokio::spawn(async move { http.get(&url).await.status })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = http
+        .get(&format!("{}/api/v2/products/2", proxy.url()))
+        .await;
+    assert_eq!(second.status, 509);
+    assert_eq!(second.header("retry-after"), Some("1"));
+    assert_eq!(second.header("x-bc-apilimit-remaining"), Some("0"));
+    assert_eq!(second.json()[0]["status"], 509);
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(sim.sim.stats(false).calls, 1);
+}
+
+/// Connections beyond `listen.max_connections` are refused with a 503 and closed; a freed slot
+/// is usable again.
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused_cleanly() {
+    let sim = start_sim().await;
+    let proxy = start_proxy(settings(&sim.url(), "", &[("listen.max_connections", "2")])).await;
+    let mut a = RawConn::connect(proxy.addr).await;
+    let mut b = RawConn::connect(proxy.addr).await;
+    for conn in [&mut a, &mut b] {
+        conn.send(b"GET /api/v2/time HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        assert_eq!(conn.read_response(false).await.unwrap().status, 200);
+    }
+    let mut c = RawConn::connect(proxy.addr).await;
+    let refused = c
+        .read_response(false)
+        .await
+        .expect("a refusal, not silence");
+    assert_eq!(refused.status, 503);
+    assert!(c.closed_within(Duration::from_secs(2)).await);
+    drop(a);
+    let mut d = None;
+    for _ in 0..50 {
+        let mut conn = RawConn::connect(proxy.addr).await;
+        conn.send(b"GET /api/v2/time HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        if let Some(r) = conn.read_response(false).await {
+            if r.status == 200 {
+                d = Some(conn);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(d.is_some(), "a freed connection slot was never reused");
+}

@@ -1,0 +1,429 @@
+//! Shared test harness: the simulator and the proxy on `127.0.0.1:0`, a real HTTP client, a raw
+//! TCP client for what real clients refuse to send, and log capture.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use bcproxy::app::RunningProxy;
+use bcproxy::body::BoxError;
+use bcproxy::config::Settings;
+use bcproxy::sim::{self, RunningSim, Sim, SimConfig};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The body type test requests use.
+pub type TestBody = BoxBody<Bytes, BoxError>;
+
+/// A body holding `bytes`.
+pub fn body(bytes: impl Into<Bytes>) -> TestBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// The store's credential as the simulator expects it (for calling it directly).
+pub fn sim_credential() -> HeaderValue {
+    let raw = format!("{}:{}", sim::DEFAULT_USERNAME, sim::DEFAULT_API_KEY);
+    HeaderValue::try_from(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    ))
+    .unwrap()
+}
+
+/// The base64 part of the store's Basic credential (must never be logged).
+pub fn sim_credential_b64() -> String {
+    let raw = format!("{}:{}", sim::DEFAULT_USERNAME, sim::DEFAULT_API_KEY);
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+/// A simulator with default behaviour.
+pub async fn start_sim() -> RunningSim {
+    start_sim_with(SimConfig::default()).await
+}
+
+/// A simulator with the given behaviour.
+pub async fn start_sim_with(config: SimConfig) -> RunningSim {
+    Sim::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("start sim")
+}
+
+/// Settings for a proxy in front of `upstream` with the simulator's credentials, plus `extra`
+/// TOML (whole sections) and `env` overrides (`("upstream.timeout", "1s")`).
+pub fn settings(upstream: &str, extra: &str, env: &[(&str, &str)]) -> Settings {
+    try_settings(upstream, extra, env).expect("valid test settings")
+}
+
+/// Like [`settings`], returning the validation error.
+pub fn try_settings(
+    upstream: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> Result<Settings, bcproxy::config::ConfigError> {
+    let text = format!(
+        "[upstream]\nurl = {upstream:?}\nusername = {:?}\n\n[admin]\naddr = \"\"\n\n{extra}\n",
+        sim::DEFAULT_USERNAME
+    );
+    let mut vars: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| {
+            (
+                format!("BCPROXY__{}", k.to_uppercase().replace('.', "__")),
+                v.to_string(),
+            )
+        })
+        .collect();
+    vars.entry("BCPROXY__UPSTREAM__API_KEY".into())
+        .or_insert_with(|| sim::DEFAULT_API_KEY.into());
+    Settings::from_toml(&text, vars)
+}
+
+/// A proxy with `settings` on a free loopback port.
+pub async fn start_proxy(settings: Settings) -> RunningProxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    RunningProxy::start(settings, listener)
+        .await
+        .expect("start proxy")
+}
+
+/// A simulator and a default proxy in front of it.
+pub async fn sim_and_proxy() -> (RunningSim, RunningProxy) {
+    let sim = start_sim().await;
+    let proxy = start_proxy(settings(&sim.url(), "", &[])).await;
+    (sim, proxy)
+}
+
+/// A free loopback port with nothing listening on it.
+pub async fn dead_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// An answer, read whole.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).expect("UTF-8 body")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A real HTTP client (hyper-util's pooled client, as apps would use).
+#[derive(Clone)]
+pub struct Http {
+    client: Client<HttpConnector, TestBody>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+impl Http {
+    /// An HTTP/2 client with prior knowledge (cleartext h2).
+    pub fn h2() -> Http {
+        Http {
+            client: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http(),
+        }
+    }
+
+    pub async fn send(&self, req: Request<TestBody>) -> Reply {
+        let response = self.client.request(req).await.expect("request");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> Reply {
+        self.send(Request::get(url).body(body(Bytes::new())).unwrap())
+            .await
+    }
+
+    /// A GET with extra headers.
+    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = Request::get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(body(Bytes::new())).unwrap()).await
+    }
+
+    /// A GET straight to the simulator with the store's credential.
+    pub async fn direct(&self, url: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = Request::get(url).header("authorization", sim_credential());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(body(Bytes::new())).unwrap()).await
+    }
+}
+
+/// One HTTP/1.1 connection driven by hand.
+pub struct RawConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A response read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> RawConn {
+        RawConn {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Reads one response (Content-Length, chunked, or no body for 204/304/HEAD).
+    pub async fn read_response(&mut self, head_request: bool) -> Option<RawResponse> {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i;
+            }
+            if !self.fill().await {
+                return None;
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_string();
+        self.buf.drain(..head_end + 4);
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let mut body = Vec::new();
+        if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
+        } else if let Some(len) = get("content-length") {
+            let len: usize = len.parse().ok()?;
+            while self.buf.len() < len {
+                if !self.fill().await {
+                    return None;
+                }
+            }
+            body = self.buf.drain(..len).collect();
+        } else if get("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+            loop {
+                let line_end = loop {
+                    if let Some(i) = find(&self.buf, b"\r\n") {
+                        break i;
+                    }
+                    if !self.fill().await {
+                        return None;
+                    }
+                };
+                let size = usize::from_str_radix(
+                    String::from_utf8_lossy(&self.buf[..line_end]).trim(),
+                    16,
+                )
+                .ok()?;
+                self.buf.drain(..line_end + 2);
+                while self.buf.len() < size + 2 {
+                    if !self.fill().await {
+                        return None;
+                    }
+                }
+                body.extend(self.buf.drain(..size));
+                self.buf.drain(..2);
+                if size == 0 {
+                    break;
+                }
+            }
+        }
+        Some(RawResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// True when the peer closed the connection (EOF) within `within`.
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(within, self.stream.read(&mut byte)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Captured log output of the proxy running on this test's thread.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Captures JSON logs of everything running on this thread (use a current-thread runtime)
+    /// until the guard is dropped.
+    pub fn capture() -> (Logs, tracing::dispatcher::DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let dispatch =
+            bcproxy::telemetry::subscriber(&bcproxy::config::Log::default(), move || {
+                writer.clone()
+            })
+            .unwrap();
+        (logs, tracing::dispatcher::set_default(&dispatch))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Every line, parsed.
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line ({e}): {l}")))
+            .collect()
+    }
+
+    /// The access events.
+    pub fn access(&self) -> Vec<serde_json::Value> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l["message"] == "access")
+            .collect()
+    }
+}
+
+/// Polls `check` until it holds or `within` passes.
+pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A test CA and a certificate it signed for `localhost` and `127.0.0.1`, as PEM files.
+pub struct TlsFiles {
+    pub dir: tempfile::TempDir,
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// Makes a fresh CA and server certificate.
+pub fn tls_files() -> TlsFiles {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "bcproxy test CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_path, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+    );
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    TlsFiles {
+        dir,
+        ca: ca_path,
+        cert,
+        key,
+    }
+}
