@@ -73,6 +73,9 @@ impl Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
+        if self.record.status == CLIENT_CLOSED && self.record.error.is_none() {
+            self.record.error = Some("the app went away before it was answered".into());
+        }
         self.record.total_ms = telemetry::ms(self.started.elapsed());
         telemetry::access(&self.record);
     }

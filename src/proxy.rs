@@ -70,11 +70,6 @@ impl Proxy {
         })
     }
 
-    /// The store's URL.
-    pub fn upstream(&self) -> &Upstream {
-        &self.upstream
-    }
-
     /// Serves one call from arrival to the response the app gets.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         let mut call = Call::start(&req, &self.ids, self.scheme);

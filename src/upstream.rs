@@ -157,11 +157,6 @@ impl Upstream {
         })
     }
 
-    /// The store's URL.
-    pub fn url(&self) -> &UpstreamUrl {
-        &self.url
-    }
-
     /// Sends a call to the store and returns its response head; the body streams after.
     /// `slot` is the call's upstream concurrency permit, held until the body is read.
     pub async fn send(

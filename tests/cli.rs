@@ -315,3 +315,35 @@ async fn sim_command_runs_a_store_with_its_quota() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// The example config and the demo config pass `check` (given a key for the example).
+#[tokio::test]
+async fn shipped_configs_pass_check() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = format!("{root}/config/bcproxy.toml");
+    let out = bcproxy(&["check", "--config", &example])
+        .env("BCPROXY__UPSTREAM__API_KEY", "example-key")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let demo = format!("{root}/config/demo.toml");
+    let out = bcproxy(&["check", "--config", &demo])
+        .env("BCPROXY__UPSTREAM__URL", "http://127.0.0.1:1")
+        .env("BCPROXY__UPSTREAM__USERNAME", "demo")
+        .env("BCPROXY__UPSTREAM__API_KEY", "k")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -191,3 +191,54 @@ async fn tls_upstream_trusts_ca_file_only() {
         "a call went through an untrusted TLS connection"
     );
 }
+
+/// A store whose connections never complete (a full accept queue) gives 502 after
+/// `upstream.connect_timeout`, not after the response timeout.
+#[tokio::test]
+async fn connect_timeout_bounds_connecting() {
+    // A listener that never accepts, with a backlog of 1: once it is full, SYNs are dropped.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let blackhole = socket.listen(1).unwrap();
+    let addr = blackhole.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    loop {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => fillers.push(stream),
+            _ => break,
+        }
+        assert!(fillers.len() < 64, "the backlog never filled");
+    }
+    let proxy = start_proxy(settings(
+        &format!("http://{addr}"),
+        "",
+        &[
+            ("upstream.connect_timeout", "300ms"),
+            ("upstream.timeout", "10s"),
+        ],
+    ))
+    .await;
+    let started = Instant::now();
+    let reply = Http::default()
+        .get(&format!("{}/api/v2/time", proxy.url()))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    assert!(
+        reply.json()[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{}",
+        reply.text()
+    );
+}

@@ -353,3 +353,70 @@ async fn chunked_bodies_within_the_limit_are_forwarded() {
     );
     assert_eq!(sim.sim.stats(true).log[0].bytes_in, json.len() as u64);
 }
+
+/// HEAD, OPTIONS and unusual methods are forwarded as they are; the store's answer comes back.
+#[tokio::test]
+async fn every_method_is_forwarded() {
+    let (sim, proxy) = sim_and_proxy().await;
+    let http = Http::default();
+    let url = format!("{}/api/v2/products/5", proxy.url());
+    let get = http.get(&url).await;
+    let head = http
+        .send(Request::head(&url).body(body(Bytes::new())).unwrap())
+        .await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-length"),
+        Some(get.body.len().to_string().as_str())
+    );
+    let options = http
+        .send(Request::options(&url).body(body(Bytes::new())).unwrap())
+        .await;
+    assert_eq!(options.status, 405);
+    assert_eq!(options.header("allow"), Some("GET, HEAD, PUT, DELETE"));
+    let odd = http
+        .send(
+            Request::builder()
+                .method("PROPFIND")
+                .uri(&url)
+                .body(body(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(odd.status, 405);
+    let methods: Vec<String> = sim
+        .sim
+        .stats(true)
+        .log
+        .iter()
+        .map(|c| c.method.clone())
+        .collect();
+    assert_eq!(methods, ["GET", "HEAD", "OPTIONS", "PROPFIND"]);
+}
+
+/// A request the proxy refuses as malformed gets the store's 400 shape, reaches nothing, and
+/// the connection carries the next call.
+#[tokio::test]
+async fn malformed_requests_get_400_and_the_connection_survives() {
+    let (sim, proxy) = sim_and_proxy().await;
+    let mut conn = RawConn::connect(proxy.addr).await;
+    for bad in [
+        "/api/v2/../../etc/passwd",
+        "/api/v2/%2e%2e/admin",
+        "/api/./v2/products",
+    ] {
+        conn.send(format!("GET {bad} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await;
+        let response = conn.read_response(false).await.expect("an answer");
+        assert_eq!(response.status, 400, "{bad}");
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body[0]["status"], 400);
+    }
+    conn.send(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(conn.read_response(false).await.unwrap().status, 400);
+    conn.send(b"GET /api/v2/time HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert_eq!(conn.read_response(false).await.unwrap().status, 200);
+    assert_eq!(sim.sim.stats(false).calls, 1);
+}

@@ -262,3 +262,23 @@ async fn connections_beyond_the_limit_are_refused_cleanly() {
     }
     assert!(d.is_some(), "a freed connection slot was never reused");
 }
+
+/// An idle keep-alive connection is closed after `listen.header_timeout` (it is waiting for the
+/// next request's headers).
+#[tokio::test]
+async fn idle_keep_alive_connections_close_at_header_timeout() {
+    let sim = start_sim().await;
+    let proxy = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[("listen.header_timeout", "300ms")],
+    ))
+    .await;
+    let mut conn = RawConn::connect(proxy.addr).await;
+    conn.send(b"GET /api/v2/time HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert_eq!(conn.read_response(false).await.unwrap().status, 200);
+    let started = Instant::now();
+    assert!(conn.closed_within(Duration::from_secs(3)).await);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
