@@ -4,11 +4,14 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::budget::local::{Limits, LocalBudget};
+use crate::budget::persist::StateFile;
 use crate::config::Settings;
 use crate::error::ErrorShape;
 use crate::proxy::Proxy;
@@ -36,7 +39,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = &'static str>,
 ) -> Result<Stopped, StartError> {
-    let proxy = Arc::new(Proxy::new(&settings)?);
+    let budget = LocalBudget::new(Limits::from_settings(&settings));
+    let state_file = settings
+        .budget
+        .state_file
+        .clone()
+        .map(|path| StateFile::new(path, store_identity(&settings)));
+    if let Some(file) = &state_file {
+        file.load_into(&budget);
+    }
+    let proxy = Arc::new(Proxy::new(&settings, budget.clone())?);
     let addr = listener
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
@@ -82,6 +94,13 @@ pub async fn run(
         tracing::info!(reason, grace = %grace, "shutdown.begin");
         let _ = reason_tx.send(reason);
     };
+    let mut background = vec![tokio::spawn(summaries(
+        proxy.clone(),
+        settings.log.summary_every,
+    ))];
+    if let Some(file) = &state_file {
+        background.push(tokio::spawn(file.clone().keep(budget.clone(), STATE_EVERY)));
+    }
     let stopped = server::serve(
         listener,
         options,
@@ -95,6 +114,12 @@ pub async fn run(
         shutdown,
     )
     .await;
+    for task in background {
+        task.abort();
+    }
+    if let Some(file) = &state_file {
+        file.save_from(&budget, false);
+    }
     let reason = reason_rx.await.unwrap_or("stopped");
     tracing::info!(
         reason,
@@ -103,6 +128,78 @@ pub async fn run(
         "shutdown"
     );
     Ok(stopped)
+}
+
+/// How often the budget state file is written while the ledger changes.
+const STATE_EVERY: Duration = Duration::from_secs(2);
+
+/// Names the store and credential a budget belongs to, so that a state file written for
+/// another one is not used. Holds a short hash of the key, never the key.
+fn store_identity(settings: &Settings) -> String {
+    let key = crate::clients::token_sha256(settings.upstream.api_key.expose());
+    format!(
+        "{} {} {} {} key:{}",
+        settings.budget.dialect.as_str(),
+        settings.upstream_url(),
+        settings.upstream.auth.as_str(),
+        settings.upstream.username,
+        &key[..12]
+    )
+}
+
+/// Writes the summary event every `every`: the budget now, and what happened since the last.
+async fn summaries(proxy: Arc<Proxy>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut last = Summary::default();
+    loop {
+        tick.tick().await;
+        let now = Summary::of(&proxy);
+        let view = proxy.budget().view();
+        tracing::info!(
+            budget_remaining = view.remaining,
+            budget_limit = view.limit,
+            queue_depth = view.queued,
+            in_flight = view.in_flight,
+            paused = view.paused,
+            calls = now.calls - last.calls,
+            sent = now.sent - last.sent,
+            queued = now.queued - last.queued,
+            throttled = now.throttled - last.throttled,
+            store_throttles = now.store_throttles - last.store_throttles,
+            upstream_errors = now.upstream_errors - last.upstream_errors,
+            "summary"
+        );
+        last = now;
+    }
+}
+
+/// Running totals, for the differences the summary reports.
+#[derive(Debug, Default, Clone, Copy)]
+struct Summary {
+    calls: u64,
+    sent: u64,
+    queued: u64,
+    throttled: u64,
+    store_throttles: u64,
+    upstream_errors: u64,
+}
+
+impl Summary {
+    fn of(proxy: &Proxy) -> Summary {
+        use std::sync::atomic::Ordering::Relaxed;
+        let totals = proxy.budget().totals();
+        let counters = proxy.counters();
+        Summary {
+            calls: counters.calls.load(Relaxed),
+            sent: totals.sent,
+            queued: totals.queued,
+            throttled: counters.throttled.load(Relaxed),
+            store_throttles: totals.store_throttles,
+            upstream_errors: counters.upstream_errors.load(Relaxed),
+        }
+    }
 }
 
 /// A proxy running in the background (tests, the demo, benches).

@@ -4,9 +4,9 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use http::{HeaderValue, Request};
+use tokio::time::Instant;
 
 use crate::error::ErrorShape;
 use crate::telemetry::{self, AccessRecord};

@@ -68,12 +68,13 @@ struct SimArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
-    /// Requests allowed per window.
-    #[arg(long, default_value_t = 20_000)]
-    limit: u64,
-    /// The rolling window (moves in steps of window/60).
-    #[arg(long, default_value = "60m", value_parser = humantime::parse_duration)]
-    window: Duration,
+    /// Requests allowed per window [default: 20000 legacy, 150 oauth].
+    #[arg(long)]
+    limit: Option<u64>,
+    /// The window: rolling in steps of window/60 (legacy), fixed (oauth) [default: 60m legacy,
+    /// 30s oauth].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    window: Option<Duration>,
     /// Latency added to every API call.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     latency: Duration,
@@ -83,9 +84,12 @@ struct SimArgs {
     /// Basic auth user name the store accepts.
     #[arg(long, default_value = sim::DEFAULT_USERNAME)]
     username: String,
-    /// API key the store accepts.
+    /// API key (legacy) or access token (oauth) the store accepts.
     #[arg(long, default_value = sim::DEFAULT_API_KEY)]
     api_key: String,
+    /// The store hash in OAuth paths (/stores/{hash}/v3/...).
+    #[arg(long, default_value = sim::DEFAULT_STORE_HASH)]
+    store_hash: String,
     /// Start with no data instead of the seed data.
     #[arg(long)]
     empty: bool,
@@ -204,29 +208,32 @@ async fn run_sim(args: SimArgs) -> Result<(), Failure> {
         }
         _ => None,
     };
-    if args.limit == 0 || args.window.is_zero() {
+    let dialect = match args.dialect {
+        DialectArg::Legacy => Dialect::Legacy,
+        DialectArg::Oauth => Dialect::Oauth,
+    };
+    let (default_limit, default_window) = match dialect {
+        Dialect::Legacy => (20_000, Duration::from_secs(3600)),
+        Dialect::Oauth => (150, Duration::from_secs(30)),
+    };
+    let limit = args.limit.unwrap_or(default_limit);
+    let window = args.window.unwrap_or(default_window);
+    if limit == 0 || window.is_zero() {
         return Err(Failure::Args(
             "--limit and --window must be above zero".into(),
         ));
     }
     let config = SimConfig {
-        dialect: match args.dialect {
-            DialectArg::Legacy => Dialect::Legacy,
-            DialectArg::Oauth => Dialect::Oauth,
-        },
-        limit: args.limit,
-        window: args.window,
+        dialect,
+        limit,
+        window,
         latency: args.latency,
         username: args.username,
         api_key: args.api_key,
+        store_hash: args.store_hash,
         seed: !args.empty,
         tls,
     };
-    if config.dialect == Dialect::Oauth {
-        return Err(Failure::Args(
-            "--dialect oauth is not available yet; use legacy".into(),
-        ));
-    }
     let log = crate::config::Log {
         level: "info,bcproxy::sim=debug".into(),
         ..Default::default()
@@ -243,11 +250,19 @@ async fn run_sim(args: SimArgs) -> Result<(), Failure> {
     } else {
         "http"
     };
+    let (base, auth) = match config.dialect {
+        Dialect::Legacy => (
+            format!("{scheme}://{addr}/api/v2/"),
+            format!("Basic auth {:?} / {:?}", config.username, config.api_key),
+        ),
+        Dialect::Oauth => (
+            format!("{scheme}://{addr}/stores/{}/v3/", config.store_hash),
+            format!("X-Auth-Token {:?}", config.api_key),
+        ),
+    };
     eprintln!(
-        "bcproxy sim: a {} store at {scheme}://{addr}/api/v2/ (user {:?}, key {:?}, {} requests per {}); control API at {scheme}://{addr}/__sim",
+        "bcproxy sim: a {} store at {base} ({auth}; {} requests per {}); control API at {scheme}://{addr}/__sim",
         config.dialect.as_str(),
-        config.username,
-        config.api_key,
         config.limit,
         humantime::format_duration(config.window),
     );

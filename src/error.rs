@@ -60,6 +60,15 @@ impl Throttle {
 }
 
 impl CallError {
+    /// True for failures a GET or HEAD may be tried again after: the store could not be
+    /// reached, broke the exchange or did not answer in time.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CallError::Unreachable(_) | CallError::BadGateway(_) | CallError::Timeout(_)
+        )
+    }
+
     /// The status the app gets.
     pub fn status(&self, dialect: Dialect) -> StatusCode {
         match self {

@@ -8,6 +8,7 @@
 //! - [`app`]: running the proxy on a bound listener until shutdown.
 //! - [`server`]: listeners, connections (HTTP/1.1, h2, TLS), limits, graceful shutdown.
 //! - [`proxy`]: a call's life, stage by stage: admit, wait, forward, finish.
+//! - [`budget`]: the store's request budget: ledger, store reports, queue, pause, state file.
 //! - [`call`]: one call's context, which becomes its access event.
 //! - [`upstream`]: the store side: client, request rewriting, credential injection.
 //! - [`clients`]: app credentials (`[[clients]]`).
@@ -22,6 +23,7 @@
 
 pub mod app;
 pub mod body;
+pub mod budget;
 pub mod call;
 pub mod cli;
 pub mod clients;

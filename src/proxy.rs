@@ -2,22 +2,29 @@
 //!
 //! 1. **admit**: the request can be forwarded (target, framing, body size) and the app is one of
 //!    `[[clients]]` when any are configured;
-//! 2. **wait**: an upstream slot (`upstream.max_concurrency`) within `budget.max_wait`;
-//! 3. **forward**: the store's answer, through [`Upstream::send`];
-//! 4. **finish**: the response headers every answer carries, and the body that writes the access
-//!    event when it is done. Every exit, errors included, goes through `finish`.
+//! 2. **wait**: a budget slot ([`Budget::acquire`]): the store's budget allows the send, the
+//!    write reserve is kept, upstream concurrency is bounded; at most until `budget.max_wait`
+//!    after arrival, else the store's own throttle answer;
+//! 3. **forward**: the store's answer, through [`Upstream::send`]; the budget learns from it. A
+//!    call the store throttled (509/429) goes back to the head of the queue; a GET or HEAD that
+//!    failed is tried once more;
+//! 4. **finish**: the headers every answer carries (request id, `x-cache`, the remaining
+//!    budget), and the body that writes the access event when it is done. Every exit, errors
+//!    included, goes through `finish`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, EXPECT};
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-use crate::body::{self, Body, ResponseBody};
+use crate::body::{self, Body, Replay, ResponseBody};
+use crate::budget::{Ask, Budget, Class, Slot, Verdict};
 use crate::call::{Call, REQUEST_ID, RequestIds};
 use crate::clients::Clients;
 use crate::config::{Dialect, Settings};
@@ -34,40 +41,65 @@ const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 /// Longest time spent throwing away an oversized request body.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 
+/// Running totals of the proxy's own, for the summary event.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Calls answered.
+    pub calls: AtomicU64,
+    /// Calls whose store failed them (502/504 made by the proxy).
+    pub upstream_errors: AtomicU64,
+    /// Calls answered with the throttle answer.
+    pub throttled: AtomicU64,
+}
+
 /// The proxy: everything a call needs, shared by all connections.
 #[derive(Debug)]
 pub struct Proxy {
     upstream: Upstream,
+    budget: Arc<dyn Budget>,
     clients: Clients,
     ids: RequestIds,
     dialect: Dialect,
+    remaining_header: HeaderName,
     max_body: u64,
     max_wait: Duration,
-    slots: Arc<Semaphore>,
-    window: Duration,
-    quota: u64,
     scheme: &'static str,
+    counters: Counters,
 }
 
 impl Proxy {
-    /// Builds the proxy for validated settings.
-    pub fn new(settings: &Settings) -> Result<Proxy, UpstreamError> {
+    /// Builds the proxy for validated settings, spending `budget`.
+    pub fn new(settings: &Settings, budget: Arc<dyn Budget>) -> Result<Proxy, UpstreamError> {
+        let dialect = settings.budget.dialect;
         Ok(Proxy {
             upstream: Upstream::new(settings)?,
+            budget,
             clients: Clients::new(&settings.clients),
             ids: RequestIds::default(),
-            dialect: settings.budget.dialect,
+            dialect,
+            remaining_header: HeaderName::from_static(match dialect {
+                Dialect::Legacy => crate::budget::report::LEGACY_REMAINING,
+                Dialect::Oauth => crate::budget::report::OAUTH_LEFT,
+            }),
             max_body: settings.listen.max_body.as_u64(),
             max_wait: settings.budget.max_wait,
-            slots: Arc::new(Semaphore::new(settings.upstream.max_concurrency)),
-            window: settings.budget.window,
-            quota: settings.budget.limit,
             scheme: if settings.listen.tls_cert.is_some() {
                 "https"
             } else {
                 "http"
             },
+            counters: Counters::default(),
         })
+    }
+
+    /// The budget the proxy spends.
+    pub fn budget(&self) -> &Arc<dyn Budget> {
+        &self.budget
+    }
+
+    /// The proxy's own totals.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// Serves one call from arrival to the response the app gets.
@@ -83,9 +115,7 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, CallError> {
         let req = self.admit(call, req).await?;
-        let slot = self.wait(call).await?;
-        let response = self.upstream.send(call, req, Some(slot)).await?;
-        Ok(response.map(BodyExt::boxed))
+        self.forward(call, req).await
     }
 
     /// Stage 1: is this a call that may go to the store at all?
@@ -142,23 +172,72 @@ impl Proxy {
         Ok(body::full(buf.freeze()))
     }
 
-    /// Stage 2: an upstream slot, waiting in arrival order at most `budget.max_wait`.
-    async fn wait(&self, call: &mut Call) -> Result<OwnedSemaphorePermit, CallError> {
-        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
-            return Ok(slot);
+    /// Stages 2 and 3, repeated while the store throttles the call (it was not processed, so
+    /// it goes again, writes included) or, once, when a GET or HEAD failed.
+    async fn forward(
+        &self,
+        call: &mut Call,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, CallError> {
+        let class = Class::of(req.method());
+        let deadline = call.started + self.max_wait;
+        let (parts, body) = req.into_parts();
+        let body = Replay::new(body);
+        let mut resend = false;
+        let mut retried = false;
+        loop {
+            let mut slot = self
+                .wait(
+                    call,
+                    Ask {
+                        class,
+                        deadline,
+                        resend,
+                    },
+                )
+                .await?;
+            let seq = slot.seq();
+            slot.mark_sent();
+            let req = Request::from_parts(parts.clone(), body.body());
+            let can_retry = class == Class::Read && !retried;
+            let response = match self.upstream.send(call, req, Some(slot)).await {
+                Ok(response) => response,
+                Err(error) if can_retry && error.is_transient() => {
+                    tracing::info!(request_id = %call.record.request_id, error = %error, "upstream.retry");
+                    retried = true;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            if self
+                .budget
+                .observe(seq, response.status().as_u16(), response.headers())
+                == Verdict::Resend
+            {
+                resend = true;
+                continue;
+            }
+            if response.status().is_server_error() && can_retry {
+                tracing::info!(request_id = %call.record.request_id, status = response.status().as_u16(), "upstream.retry");
+                retried = true;
+                continue;
+            }
+            return Ok(response.map(BodyExt::boxed));
         }
+    }
+
+    /// Stage 2: a budget slot, waiting in arrival order until `budget.max_wait` after arrival.
+    async fn wait(&self, call: &mut Call, ask: Ask) -> Result<Slot, CallError> {
         let started = Instant::now();
-        let slot = tokio::time::timeout(self.max_wait, self.slots.clone().acquire_owned()).await;
-        call.record.wait_ms = telemetry::ms(started.elapsed());
-        match slot {
-            Ok(Ok(slot)) => Ok(slot),
-            Ok(Err(_closed)) => Err(CallError::BadGateway("the proxy is shutting down".into())),
-            Err(_elapsed) => Err(CallError::Throttled(Throttle {
-                retry_after: Duration::from_secs(1),
-                window: self.window,
-                quota: self.quota,
-            })),
-        }
+        let slot = self.budget.clone().acquire(ask).await;
+        call.record.wait_ms += telemetry::ms(started.elapsed());
+        slot.map_err(|refused| {
+            CallError::Throttled(Throttle {
+                retry_after: refused.retry_after,
+                window: refused.window,
+                quota: refused.quota,
+            })
+        })
     }
 
     /// Stage 4: the headers every answer carries; errors become the store's error shape.
@@ -167,18 +246,40 @@ impl Proxy {
         mut call: Call,
         outcome: Result<Response<Body>, CallError>,
     ) -> Response<ResponseBody> {
+        let throttled = matches!(outcome, Err(CallError::Throttled(_)));
         let mut response = match outcome {
             Ok(response) => response,
             Err(error) => self.error_response(&mut call, error),
         };
+        let view = self.budget.view();
         let headers = response.headers_mut();
         headers.insert(REQUEST_ID, call.request_id.clone());
         headers.insert(X_CACHE, HeaderValue::from_static(call.record.cache));
+        if !throttled {
+            // The throttle answer says 0 itself; every other answer gets the proxy's view.
+            headers.insert(
+                self.remaining_header.clone(),
+                HeaderValue::from(view.remaining),
+            );
+        }
+        call.record.budget_remaining = Some(view.remaining);
         call.record.status = response.status().as_u16();
+        self.counters.calls.fetch_add(1, Ordering::Relaxed);
         response.map(|b| ResponseBody::new(b, call))
     }
 
     fn error_response(&self, call: &mut Call, error: CallError) -> Response<Body> {
+        match error {
+            CallError::Throttled(_) => self.counters.throttled.fetch_add(1, Ordering::Relaxed),
+            CallError::Unreachable(_)
+            | CallError::Tls(_)
+            | CallError::BadGateway(_)
+            | CallError::Timeout(_) => self
+                .counters
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
         let status = error.status(self.dialect);
         let message = error.to_string();
         let mut response = Response::new(body::empty());

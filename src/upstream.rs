@@ -14,9 +14,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::{Body, UpstreamBody};
+use crate::budget::Slot;
 use crate::call::{Call, REQUEST_ID};
 use crate::clients::X_AUTH_TOKEN;
 use crate::config::{AuthMode, Settings, UpstreamUrl};
@@ -158,12 +158,12 @@ impl Upstream {
     }
 
     /// Sends a call to the store and returns its response head; the body streams after.
-    /// `slot` is the call's upstream concurrency permit, held until the body is read.
+    /// `slot` is the call's budget slot, held until the body is read.
     pub async fn send(
         &self,
         call: &mut Call,
         req: Request<Body>,
-        slot: Option<OwnedSemaphorePermit>,
+        slot: Option<Slot>,
     ) -> Result<Response<UpstreamBody>, CallError> {
         let (mut parts, body) = req.into_parts();
         rewrite_request(&mut parts, &self.url, &self.credential, &call.request_id)?;

@@ -72,7 +72,8 @@ async fn proxy_errors_use_the_shape_the_app_asked_for() {
     assert!(v3.json()["title"].as_str().unwrap().contains("unreachable"));
 }
 
-/// A store that hangs gives 504 after `upstream.timeout`; the connection carries the next call.
+/// A store that hangs gives 504 after `upstream.timeout` (a write is never sent twice); the
+/// connection carries the next call.
 #[tokio::test]
 async fn store_hanging_gives_504_after_the_timeout() {
     let sim = start_sim().await;
@@ -80,8 +81,7 @@ async fn store_hanging_gives_504_after_the_timeout() {
     sim.sim.inject(Fault::Hang, 1);
     let mut conn = RawConn::connect(proxy.addr).await;
     let started = Instant::now();
-    conn.send(b"GET /api/v2/products/1 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
+    conn.send(b"PUT /api/v2/products/1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}").await;
     let response = conn.read_response(false).await.unwrap();
     let took = started.elapsed();
     assert_eq!(response.status, 504);
@@ -100,22 +100,50 @@ async fn store_hanging_gives_504_after_the_timeout() {
             .unwrap()
             .contains("did not answer within 400ms")
     );
+    assert_eq!(sim.sim.stats(false).calls, 1, "a write was sent twice");
     conn.send(b"GET /api/v2/products/1 HTTP/1.1\r\nHost: x\r\n\r\n")
         .await;
     assert_eq!(conn.read_response(false).await.unwrap().status, 200);
 }
 
-/// A store that drops the connection gives 502; the store's own 5xx answers pass through as
-/// they are.
+/// A GET or HEAD is tried once more after a hang, a dropped connection or a 5xx, and only once;
+/// writes never are.
 #[tokio::test]
-async fn store_resets_and_5xx() {
+async fn reads_are_retried_once_writes_never() {
     let sim = start_sim().await;
-    let proxy = start_proxy(settings(&sim.url(), "", &[])).await;
+    let proxy = start_proxy(settings(&sim.url(), "", &[("upstream.timeout", "300ms")])).await;
     let http = Http::default();
+    let url = format!("{}/api/v2/products/1", proxy.url());
+
+    sim.sim.inject(Fault::Hang, 1);
+    assert_eq!(
+        http.get(&url).await.status,
+        200,
+        "one hang is absorbed by the retry"
+    );
     sim.sim.inject(Fault::Reset, 1);
-    let reset = http
-        .get(&format!("{}/api/v2/products/1", proxy.url()))
-        .await;
+    assert_eq!(
+        http.get(&url).await.status,
+        200,
+        "one reset is absorbed by the retry"
+    );
+    sim.sim.inject(
+        Fault::Status {
+            status: 500,
+            location: None,
+        },
+        1,
+    );
+    assert_eq!(
+        http.get(&url).await.status,
+        200,
+        "one 500 is absorbed by the retry"
+    );
+    assert_eq!(sim.sim.stats(false).calls, 6);
+
+    sim.sim.reset(false);
+    sim.sim.inject(Fault::Reset, 2);
+    let reset = http.get(&url).await;
     assert_eq!(reset.status, 502);
     assert!(
         reset.json()[0]["message"]
@@ -125,30 +153,53 @@ async fn store_resets_and_5xx() {
         "{}",
         reset.text()
     );
-
     sim.sim.inject(
         Fault::Status {
             status: 503,
             location: None,
         },
-        1,
+        2,
     );
-    let maintenance = http
-        .get(&format!("{}/api/v2/products/1", proxy.url()))
-        .await;
+    let maintenance = http.get(&url).await;
     assert_eq!(maintenance.status, 503);
     assert_eq!(
         maintenance.json()[0]["message"],
         "The store is down for maintenance."
     );
-    assert_eq!(maintenance.header("x-cache"), Some("BYPASS"));
-
     assert_eq!(
-        http.get(&format!("{}/api/v2/products/1", proxy.url()))
-            .await
-            .status,
-        200
+        sim.sim.stats(false).calls,
+        4,
+        "each failing GET was tried exactly twice"
     );
+
+    sim.sim.reset(false);
+    sim.sim.inject(
+        Fault::Status {
+            status: 500,
+            location: None,
+        },
+        1,
+    );
+    let write = http
+        .send(
+            http::Request::post(format!("{}/api/v2/brands", proxy.url()))
+                .header("content-type", "application/json")
+                .body(body(r#"{"name":"Once only"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(write.status, 500, "a write's 5xx is passed on, not retried");
+    sim.sim.inject(Fault::Reset, 1);
+    let write = http
+        .send(
+            http::Request::post(format!("{}/api/v2/brands", proxy.url()))
+                .header("content-type", "application/json")
+                .body(body(r#"{"name":"Once only"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(write.status, 502);
+    assert_eq!(sim.sim.stats(false).calls, 2);
 }
 
 /// A TLS store whose certificate comes from a private CA works with `upstream.ca_file`, and

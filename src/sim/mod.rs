@@ -11,6 +11,7 @@ pub mod api;
 pub mod format;
 pub mod quota;
 pub mod store;
+pub mod v3;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -43,6 +44,8 @@ use store::Store;
 pub const DEFAULT_USERNAME: &str = "demo";
 /// API key the simulator accepts by default (a test value, not a secret).
 pub const DEFAULT_API_KEY: &str = "sim-api-key-0000";
+/// Store hash the simulator answers to with the oauth dialect.
+pub const DEFAULT_STORE_HASH: &str = "abc123";
 /// Largest request body the simulator reads.
 const MAX_BODY: usize = 64 * 1024 * 1024;
 /// Calls kept in the stats' call log.
@@ -65,8 +68,10 @@ pub struct SimConfig {
     pub latency: Duration,
     /// Basic auth user name.
     pub username: String,
-    /// Basic auth password (the API key).
+    /// Basic auth password (the API key), or the access token with the oauth dialect.
     pub api_key: String,
+    /// The store hash in OAuth paths (`/stores/{hash}/v3/...`).
+    pub store_hash: String,
     /// Start with the seed data (else empty).
     pub seed: bool,
     /// Serve HTTPS with this config.
@@ -82,6 +87,7 @@ impl Default for SimConfig {
             latency: Duration::ZERO,
             username: DEFAULT_USERNAME.into(),
             api_key: DEFAULT_API_KEY.into(),
+            store_hash: DEFAULT_STORE_HASH.into(),
             seed: true,
             tls: None,
         }
@@ -254,7 +260,10 @@ impl Sim {
         Sim {
             inner: Arc::new(Inner {
                 latency_us: AtomicU64::new(config.latency.as_micros() as u64),
-                quota: Mutex::new(Quota::new(config.limit, config.window)),
+                quota: Mutex::new(match config.dialect {
+                    Dialect::Legacy => Quota::new(config.limit, config.window),
+                    Dialect::Oauth => Quota::fixed(config.limit, config.window),
+                }),
                 store: Mutex::new(store),
                 recorder: Mutex::new(Recorder::default()),
                 faults: Mutex::new(VecDeque::new()),
@@ -379,6 +388,11 @@ impl Sim {
             .store(latency.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// Changes the quota per window (a store changing plans).
+    pub fn set_limit(&self, limit: u64) {
+        lock(&self.inner.quota).set_limit(limit);
+    }
+
     /// Answers one request: the control API, or an API call.
     pub async fn handle(&self, req: Request<Incoming>) -> Result<Response<Bytes>, Dropped> {
         let path = req.uri().path();
@@ -422,10 +436,15 @@ impl Sim {
             host: header("host").or_else(|| parts.uri.authority().map(|a| a.to_string())),
             version: format!("{:?}", parts.version),
         };
-        let xml =
-            crate::error::wants_xml(parts.uri.path(), parts.headers.get(http::header::ACCEPT));
+        let route = self.route(parts.uri.path());
+        let v3 = matches!(route, Some((Api::V3, _, _)));
+        let shape = if v3 { Shape::V3 } else { Shape::Legacy };
+        let xml = !v3
+            && crate::error::wants_xml(parts.uri.path(), parts.headers.get(http::header::ACCEPT));
         let format = if xml { Format::Xml } else { Format::Json };
-        let shape = Shape::Legacy;
+        let gzip = inner.config.dialect == Dialect::Oauth
+            && header("accept-encoding").is_some_and(|e| e.to_ascii_lowercase().contains("gzip"));
+        let finish = |entry, response| self.finish(entry, response, gzip);
 
         let body = match Limited::new(body, MAX_BODY).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -445,7 +464,7 @@ impl Sim {
                     "The request body could not be read.",
                     None,
                 );
-                return Ok(self.finish(entry, response));
+                return Ok(finish(entry, response));
             }
         };
         entry.bytes_in = body.len() as u64;
@@ -459,6 +478,7 @@ impl Sim {
                         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                     let message = match status.as_u16() {
                         503 => "The store is down for maintenance.",
+                        429 => "Too many requests.",
                         300..=399 => "The resource has moved.",
                         _ => "Internal Server Error",
                     };
@@ -466,7 +486,7 @@ impl Sim {
                     if let Some(value) = location.and_then(|l| HeaderValue::try_from(l).ok()) {
                         response.headers_mut().insert(http::header::LOCATION, value);
                     }
-                    return Ok(self.finish(entry, response));
+                    return Ok(finish(entry, response));
                 }
                 Fault::Hang => {
                     entry.fault = Some("hang".into());
@@ -496,36 +516,64 @@ impl Sim {
                 "The credentials supplied in the request are invalid."
             };
             let mut response = api::error(shape, format, StatusCode::UNAUTHORIZED, message, None);
-            response.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"Store API\""),
-            );
-            return Ok(self.finish(entry, response));
+            if inner.config.dialect == Dialect::Legacy {
+                response.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"Store API\""),
+                );
+            }
+            return Ok(finish(entry, response));
         }
 
-        let Some(remaining) = lock(&inner.quota).take(SystemTime::now(), 1) else {
-            let mut response = api::error(
-                shape,
-                Format::Json,
-                StatusCode::from_u16(509).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
-                "The requests-per-hour limit has been reached.",
-                None,
-            );
-            response
-                .headers_mut()
-                .insert("x-bc-apilimit-remaining", HeaderValue::from(0));
-            return Ok(self.finish(entry, response));
+        let now = SystemTime::now();
+        let (taken, budget) = {
+            let mut quota = lock(&inner.quota);
+            let taken = quota.take(now, 1);
+            let budget = Spent {
+                remaining: quota.remaining(now),
+                limit: quota.limit(),
+                window: quota.window(),
+                reset: quota.until_step_end(now),
+            };
+            (taken, budget)
         };
+        if taken.is_none() {
+            let mut response = match inner.config.dialect {
+                Dialect::Legacy => api::error(
+                    shape,
+                    format,
+                    StatusCode::from_u16(509).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+                    "The requests-per-hour limit has been reached.",
+                    None,
+                ),
+                Dialect::Oauth => {
+                    let mut response = api::error(
+                        shape,
+                        format,
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "Too many requests: the rate limit window has been used up.",
+                        None,
+                    );
+                    let secs = budget.reset.as_millis().div_ceil(1000).max(1) as u64;
+                    response
+                        .headers_mut()
+                        .insert("x-retry-after", HeaderValue::from(secs));
+                    response
+                }
+            };
+            self.budget_headers(response.headers_mut(), &budget);
+            return Ok(finish(entry, response));
+        }
 
-        let response = match parts.uri.path().strip_prefix(LEGACY_BASE) {
-            Some(resource) => {
-                let scheme = if inner.config.tls.is_some() {
-                    "https"
-                } else {
-                    "http"
-                };
-                let host = entry.host.clone().unwrap_or_else(|| "localhost".into());
-                let base_url = format!("{scheme}://{host}/api/v2");
+        let scheme = if inner.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let host = entry.host.clone().unwrap_or_else(|| "localhost".into());
+        let mut response = match route {
+            Some((api, base, resource)) => {
+                let base_url = format!("{scheme}://{host}{base}");
                 let content_type = header(CONTENT_TYPE.as_str())
                     .unwrap_or_default()
                     .to_ascii_lowercase();
@@ -538,7 +586,11 @@ impl Sim {
                     body: &body,
                     base_url: &base_url,
                 };
-                api::answer(&mut lock(&inner.store), shape, &call, SystemTime::now())
+                let mut store = lock(&inner.store);
+                match api {
+                    Api::V2 => api::answer(&mut store, shape, &call, now),
+                    Api::V3 => v3::answer(&mut store, &call, now),
+                }
             }
             None => api::error(
                 shape,
@@ -548,18 +600,91 @@ impl Sim {
                 None,
             ),
         };
-        let mut response = response;
-        response
-            .headers_mut()
-            .insert("x-bc-apilimit-remaining", HeaderValue::from(remaining));
-        Ok(self.finish(entry, response))
+        self.budget_headers(response.headers_mut(), &budget);
+        Ok(finish(entry, response))
     }
 
-    /// Adds the store's own request id, records the call, returns the response.
-    fn finish(&self, mut entry: LoggedCall, mut response: Response<Bytes>) -> Response<Bytes> {
+    /// Which API a path belongs to: its base path and the resource below it.
+    fn route<'p>(&self, path: &'p str) -> Option<(Api, String, &'p str)> {
+        let config = &self.inner.config;
+        match config.dialect {
+            Dialect::Legacy => path
+                .strip_prefix(LEGACY_BASE)
+                .map(|r| (Api::V2, "/api/v2".to_string(), r)),
+            Dialect::Oauth => {
+                let (hash, rest) = path.strip_prefix("/stores/")?.split_once('/')?;
+                if hash != config.store_hash {
+                    return None;
+                }
+                if let Some(resource) = rest.strip_prefix("v3/") {
+                    Some((Api::V3, format!("/stores/{hash}/v3"), resource))
+                } else {
+                    rest.strip_prefix("v2/")
+                        .map(|r| (Api::V2, format!("/stores/{hash}/v2"), r))
+                }
+            }
+        }
+    }
+
+    /// The dialect's budget headers.
+    fn budget_headers(&self, headers: &mut HeaderMap, spent: &Spent) {
+        match self.inner.config.dialect {
+            Dialect::Legacy => {
+                headers.insert(
+                    "x-bc-apilimit-remaining",
+                    HeaderValue::from(spent.remaining),
+                );
+            }
+            Dialect::Oauth => {
+                headers.insert(
+                    "x-rate-limit-time-window-ms",
+                    HeaderValue::from(spent.window.as_millis() as u64),
+                );
+                headers.insert(
+                    "x-rate-limit-time-reset-ms",
+                    HeaderValue::from(spent.reset.as_millis().max(1) as u64),
+                );
+                headers.insert(
+                    "x-rate-limit-requests-quota",
+                    HeaderValue::from(spent.limit),
+                );
+                headers.insert(
+                    "x-rate-limit-requests-left",
+                    HeaderValue::from(spent.remaining),
+                );
+            }
+        }
+    }
+
+    /// Adds the store's own request id, compresses when asked, records the call.
+    fn finish(
+        &self,
+        mut entry: LoggedCall,
+        mut response: Response<Bytes>,
+        gzip: bool,
+    ) -> Response<Bytes> {
         let id = self.inner.ids.fetch_add(1, Ordering::Relaxed);
         if let Ok(value) = HeaderValue::try_from(format!("sim-{id:08x}")) {
             response.headers_mut().insert("x-request-id", value);
+        }
+        if gzip && !response.body().is_empty() {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            if std::io::Write::write_all(&mut encoder, response.body()).is_ok() {
+                if let Ok(compressed) = encoder.finish() {
+                    *response.body_mut() = Bytes::from(compressed);
+                    response.headers_mut().insert(
+                        http::header::CONTENT_ENCODING,
+                        HeaderValue::from_static("gzip"),
+                    );
+                }
+            }
+        }
+        if self.inner.config.dialect == Dialect::Oauth {
+            response.headers_mut().insert(
+                http::header::VARY,
+                HeaderValue::from_static("Accept-Encoding"),
+            );
         }
         entry.status = response.status().as_u16();
         self.record(entry);
@@ -592,7 +717,12 @@ impl Sim {
     }
 
     fn check_credential(&self, headers: &HeaderMap) -> Credential {
-        let Some(value) = headers.get(AUTHORIZATION) else {
+        let config = &self.inner.config;
+        let presented = match config.dialect {
+            Dialect::Legacy => headers.get(AUTHORIZATION),
+            Dialect::Oauth => headers.get("x-auth-token"),
+        };
+        let Some(value) = presented else {
             return Credential::Missing;
         };
         let mut hasher = self.inner.hasher.build_hasher();
@@ -600,17 +730,21 @@ impl Sim {
         lock(&self.inner.recorder)
             .credentials
             .insert(hasher.finish());
-        let config = &self.inner.config;
-        let decoded = value
-            .as_bytes()
-            .strip_prefix(b"Basic ")
-            .and_then(|b| BASE64.decode(b).ok())
-            .and_then(|b| String::from_utf8(b).ok());
-        match decoded.as_deref().and_then(|s| s.split_once(':')) {
-            Some((user, key)) if user == config.username && key == config.api_key => {
-                Credential::Valid
-            }
-            _ => Credential::Invalid,
+        let valid = match config.dialect {
+            Dialect::Legacy => value
+                .as_bytes()
+                .strip_prefix(b"Basic ")
+                .and_then(|b| BASE64.decode(b).ok())
+                .and_then(|b| String::from_utf8(b).ok())
+                .is_some_and(|s| {
+                    s.split_once(':') == Some((config.username.as_str(), config.api_key.as_str()))
+                }),
+            Dialect::Oauth => value.as_bytes() == config.api_key.as_bytes(),
+        };
+        if valid {
+            Credential::Valid
+        } else {
+            Credential::Invalid
         }
     }
 
@@ -637,6 +771,7 @@ impl Sim {
                         "POST /__sim/faults": "{\"kind\": \"status\", \"status\": 500, \"count\": N} (optional \"location\") | {\"kind\": \"hang\"} | {\"kind\": \"reset\"}: the next N calls fail so",
                         "DELETE /__sim/faults": "drop pending faults",
                         "PUT /__sim/latency": "{\"ms\": N}: latency added to every API call",
+                        "PUT /__sim/quota": "{\"limit\": N}: change the quota per window (a plan change)",
                     }
                 }),
             ),
@@ -697,12 +832,44 @@ impl Sim {
                     ),
                 }
             }
+            (&Method::PUT | &Method::POST, "/__sim/quota") => {
+                match serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("limit").and_then(serde_json::Value::as_u64))
+                {
+                    Some(limit) if limit > 0 => {
+                        self.set_limit(limit);
+                        control_answer(StatusCode::OK, json!({ "limit": limit }))
+                    }
+                    _ => control_answer(
+                        StatusCode::BAD_REQUEST,
+                        json!({ "error": "expected {\"limit\": N} with N > 0" }),
+                    ),
+                }
+            }
             _ => control_answer(
                 StatusCode::NOT_FOUND,
                 json!({ "error": "no such control endpoint; GET /__sim lists them" }),
             ),
         }
     }
+}
+
+/// Which API a call is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// The legacy resources (`/api/v2/`, or `/stores/{hash}/v2/` on the OAuth gateway).
+    V2,
+    /// The v3 resources (`/stores/{hash}/v3/`).
+    V3,
+}
+
+/// The quota as it stands after a call, for the budget headers.
+struct Spent {
+    remaining: u64,
+    limit: u64,
+    window: Duration,
+    reset: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,29 +1,45 @@
-//! The simulated store's own request quota: a rolling window that moves in steps of
-//! window/60, as the legacy store's hour moves minute by minute. This is the referee of the
-//! proxy's budget and deliberately shares no code with `crate::budget`.
+//! The simulated store's own request quota. Legacy: a rolling window that moves in steps of
+//! window/60, as the legacy store's hour moves minute by minute. OAuth: a fixed window (one
+//! step) that resets whole. This is the referee of the proxy's budget and deliberately shares
+//! no code with `crate::budget`.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Steps per window (the store's hour moves in minutes).
+/// Steps per window of the legacy store (its hour moves in minutes).
 pub const STEPS: u64 = 60;
 
-/// Requests counted per step of the rolling window.
+/// Requests counted per step of the window.
 #[derive(Debug, Clone)]
 pub struct Quota {
     limit: u64,
     step: Duration,
+    /// Steps in a window: 60 for the rolling legacy hour, 1 for a fixed window.
+    per_window: u64,
     /// (step index since the Unix epoch, requests in it), oldest first.
     steps: VecDeque<(u64, u64)>,
 }
 
 impl Quota {
-    /// A quota of `limit` requests per `window`.
+    /// A rolling quota of `limit` requests per `window`, moving in steps of window/60.
     pub fn new(limit: u64, window: Duration) -> Quota {
         let step = (window / STEPS as u32).max(Duration::from_millis(1));
         Quota {
             limit,
             step,
+            per_window: STEPS,
+            steps: VecDeque::new(),
+        }
+    }
+
+    /// A fixed-window quota of `limit` requests per `window`, resetting whole at the end of each
+    /// window (windows aligned to the Unix epoch).
+    pub fn fixed(limit: u64, window: Duration) -> Quota {
+        let step = window.max(Duration::from_millis(1));
+        Quota {
+            limit,
+            step,
+            per_window: 1,
             steps: VecDeque::new(),
         }
     }
@@ -31,6 +47,23 @@ impl Quota {
     /// The configured limit.
     pub fn limit(&self) -> u64 {
         self.limit
+    }
+
+    /// Changes the limit (a store changing plans); spent requests stay spent.
+    pub fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+    }
+
+    /// The whole window.
+    pub fn window(&self) -> Duration {
+        self.step * self.per_window as u32
+    }
+
+    /// Time from `at` until the current step ends (for a fixed window: until it resets).
+    pub fn until_step_end(&self, at: SystemTime) -> Duration {
+        let since = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let step = self.step.as_nanos().max(1);
+        Duration::from_nanos((step - since % step) as u64)
     }
 
     /// The length of one step.
@@ -47,7 +80,7 @@ impl Quota {
 
     fn expire(&mut self, now: u64) {
         while let Some(&(step, _)) = self.steps.front() {
-            if step + STEPS <= now {
+            if step + self.per_window <= now {
                 self.steps.pop_front();
             } else {
                 break;
@@ -107,6 +140,19 @@ mod tests {
         assert_eq!(q.remaining(t0 + Duration::from_secs(59 * 60 + 59)), 0);
         // ... and the step that starts the 61st minute drops them.
         assert_eq!(q.remaining(t0 + Duration::from_secs(60 * 60)), 3);
+    }
+
+    #[test]
+    fn a_fixed_window_resets_whole() {
+        let mut q = Quota::fixed(2, Duration::from_secs(30));
+        let t0 = UNIX_EPOCH + Duration::from_secs(30 * 1000);
+        assert_eq!(q.take(t0 + Duration::from_secs(1), 2), Some(0));
+        assert_eq!(q.take(t0 + Duration::from_secs(29), 1), None);
+        assert_eq!(
+            q.until_step_end(t0 + Duration::from_secs(29)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(q.take(t0 + Duration::from_secs(30), 1), Some(1));
     }
 
     #[test]
