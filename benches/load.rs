@@ -1,10 +1,19 @@
-//! Load benchmark: the simulator (zero latency) and the proxy as separate processes, driven
-//! over loopback by many keep-alive connections, direct and through the proxy, in one run.
+//! Load benchmark: the simulator and the proxy as separate processes, driven over loopback by
+//! many keep-alive connections, straight at the simulator and through the proxy in one run.
 //!
-//! `cargo bench --bench load` (env: `BENCH_CONNECTIONS`, default 64; `BENCH_SECONDS`, default 10;
-//! `BENCH_PATH`, default `/api/v2/products/1`).
+//! `cargo bench --bench load` runs two scenarios (`BENCH_SCENARIOS=throughput,budget`):
+//!
+//! - **throughput**: the simulator answering with zero latency and an unlimited budget;
+//!   requests/s, p50 and p99, direct and through the proxy, and the ratio
+//!   (`BENCH_CONNECTIONS`, default 64; `BENCH_SECONDS`, default 10; `BENCH_PATH`;
+//!   `BENCH_LOG_LEVEL`, default info).
+//! - **budget**: a store allowing 300 calls per 6 s and an app asking as fast as 16
+//!   connections go for 15 s over 20 products; how many of the app's GETs get a 200 and how
+//!   many a 509, direct and through the proxy (whose budget is the store's).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -31,27 +40,44 @@ fn free_port() -> SocketAddr {
     listener.local_addr().expect("addr")
 }
 
-async fn wait_for(addr: SocketAddr) {
-    for _ in 0..200 {
+async fn wait_for(addr: SocketAddr) -> bool {
+    for _ in 0..400 {
         if TcpStream::connect(addr).await.is_ok() {
-            return;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("nothing listens on {addr}");
+    false
 }
 
-/// Results of one run.
+fn sim_auth() -> HeaderValue {
+    let raw = format!(
+        "{}:{}",
+        bcproxy::sim::DEFAULT_USERNAME,
+        bcproxy::sim::DEFAULT_API_KEY
+    );
+    HeaderValue::try_from(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    ))
+    .expect("auth")
+}
+
+/// What one run saw.
+#[derive(Default)]
 struct Run {
-    requests: u64,
+    statuses: BTreeMap<u16, u64>,
     errors: u64,
     seconds: f64,
     latencies_us: Vec<u64>,
 }
 
 impl Run {
+    fn ok(&self) -> u64 {
+        self.statuses.get(&200).copied().unwrap_or(0)
+    }
     fn rps(&self) -> f64 {
-        self.requests as f64 / self.seconds
+        self.latencies_us.len() as f64 / self.seconds
     }
     fn percentile(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
@@ -62,71 +88,86 @@ impl Run {
     }
 }
 
-/// Drives `connections` keep-alive HTTP/1.1 connections at `addr` for `seconds`.
+/// Drives `connections` keep-alive HTTP/1.1 connections at `addr` for `seconds`, cycling
+/// through `paths`; the first `warmup` is not counted.
 async fn drive(
     addr: SocketAddr,
-    path: &str,
+    paths: &[String],
     auth: Option<HeaderValue>,
     connections: usize,
     seconds: f64,
+    warmup: Duration,
 ) -> Run {
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let warmup_end = Instant::now() + Duration::from_millis(500);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let warmup_end = started + warmup;
     let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let path = path.to_string();
+    for c in 0..connections {
+        let paths = paths.to_vec();
         let auth = auth.clone();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0u64;
-            let stream = TcpStream::connect(addr).await.expect("connect");
+            let mut run = Run::default();
+            let Ok(stream) = TcpStream::connect(addr).await else {
+                run.errors += 1;
+                return run;
+            };
             stream.set_nodelay(true).ok();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .expect("handshake");
+            let Ok((mut sender, conn)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+            else {
+                run.errors += 1;
+                return run;
+            };
             tokio::spawn(conn);
+            let mut i = c;
             while Instant::now() < deadline {
-                let mut req = Request::get(&path).header("host", addr.to_string());
+                let path = &paths[i % paths.len()];
+                i += 1;
+                let mut req = Request::get(path.as_str()).header("host", addr.to_string());
                 if let Some(auth) = &auth {
                     req = req.header("authorization", auth.clone());
                 }
                 let req = req.body(Empty::<Bytes>::new()).expect("request");
-                let started = Instant::now();
-                let ok = match sender.send_request(req).await {
+                let sent = Instant::now();
+                let status = match sender.send_request(req).await {
                     Ok(response) => {
-                        let ok = response.status().is_success();
-                        ok && response.into_body().collect().await.is_ok()
+                        let status = response.status().as_u16();
+                        response.into_body().collect().await.ok().map(|_| status)
                     }
-                    Err(_) => false,
+                    Err(_) => None,
                 };
-                if started >= warmup_end {
-                    if ok {
-                        latencies.push(started.elapsed().as_micros() as u64);
-                    } else {
-                        errors += 1;
+                if sent >= warmup_end {
+                    match status {
+                        Some(status) => {
+                            *run.statuses.entry(status).or_default() += 1;
+                            if status == 200 {
+                                run.latencies_us.push(sent.elapsed().as_micros() as u64);
+                            }
+                        }
+                        None => run.errors += 1,
                     }
                 }
-                if !ok {
+                if status.is_none() {
                     break;
                 }
             }
-            (latencies, errors)
+            run
         }));
     }
-    let mut latencies_us = Vec::new();
-    let mut errors = 0;
+    let mut total = Run {
+        seconds: seconds - warmup.as_secs_f64(),
+        ..Run::default()
+    };
     for task in tasks {
-        let (l, e) = task.await.expect("task");
-        latencies_us.extend(l);
-        errors += e;
+        let run = task.await.expect("task");
+        for (status, n) in run.statuses {
+            *total.statuses.entry(status).or_default() += n;
+        }
+        total.errors += run.errors;
+        total.latencies_us.extend(run.latencies_us);
     }
-    latencies_us.sort_unstable();
-    Run {
-        requests: latencies_us.len() as u64,
-        errors,
-        seconds: seconds - 0.5,
-        latencies_us,
-    }
+    total.latencies_us.sort_unstable();
+    total
 }
 
 fn spawn(args: &[&str], envs: &[(&str, String)]) -> Child {
@@ -141,85 +182,144 @@ fn spawn(args: &[&str], envs: &[(&str, String)]) -> Child {
     cmd.spawn().expect("spawn bcproxy")
 }
 
-async fn peak_rss_kib(child: &Child) -> Option<u64> {
-    let pid = child.id()?;
-    let status = tokio::fs::read_to_string(format!("/proc/{pid}/status"))
-        .await
-        .ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+/// A process of ours listening at `addr`, and its config file.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    config: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() {
+impl Process {
+    async fn sim(args: &[&str]) -> Process {
+        let addr = free_port();
+        let mut all = vec!["sim", "--listen"];
+        let addr_text = addr.to_string();
+        all.push(&addr_text);
+        all.extend_from_slice(args);
+        let child = spawn(&all, &[]);
+        assert!(wait_for(addr).await, "the simulator did not start");
+        Process {
+            child,
+            addr,
+            config: None,
+        }
+    }
+
+    async fn proxy(sim: SocketAddr, extra: &str) -> Process {
+        let addr = free_port();
+        let config = std::env::temp_dir().join(format!(
+            "bcproxy-bench-{}-{}.toml",
+            std::process::id(),
+            addr.port()
+        ));
+        std::fs::write(
+            &config,
+            format!(
+                "[listen]\naddr = \"{addr}\"\n[upstream]\nurl = \"http://{sim}\"\nusername = \"{}\"\n{extra}\n[admin]\naddr = \"\"\n[log]\nlevel = \"{}\"\n",
+                bcproxy::sim::DEFAULT_USERNAME,
+                env_or("BENCH_LOG_LEVEL", "info".to_string()),
+            ),
+        )
+        .expect("write config");
+        let mut child = spawn(
+            &["run", "--config", &config.display().to_string()],
+            &[(
+                "BCPROXY__UPSTREAM__API_KEY",
+                bcproxy::sim::DEFAULT_API_KEY.into(),
+            )],
+        );
+        if !wait_for(addr).await {
+            let mut err = String::new();
+            if let Some(stderr) = child.stderr.take() {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    err.push_str(&l);
+                }
+            }
+            panic!("the proxy did not start: {err}");
+        }
+        Process {
+            child,
+            addr,
+            config: Some(config),
+        }
+    }
+
+    async fn peak_rss_mib(&self) -> Option<f64> {
+        let pid = self.child.id()?;
+        let status = tokio::fs::read_to_string(format!("/proc/{pid}/status"))
+            .await
+            .ok()?;
+        let kib: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+        if let Some(config) = self.config.take() {
+            let _ = std::fs::remove_file(config);
+        }
+    }
+}
+
+/// The simulator's count of 509s it sent, from its control API.
+async fn sim_throttled(sim: SocketAddr) -> u64 {
+    let stream = TcpStream::connect(sim).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = Request::get("/__sim/stats?log=false")
+        .header("host", sim.to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let body = sender
+        .send_request(req)
+        .await
+        .expect("stats")
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let stats: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    stats["throttled"].as_u64().unwrap_or(0)
+}
+
+async fn throughput() {
     let connections: usize = env_or("BENCH_CONNECTIONS", 64);
     let seconds: f64 = env_or("BENCH_SECONDS", 10.0);
     let path: String = env_or("BENCH_PATH", "/api/v2/products/1".to_string());
-
-    let sim_addr = free_port();
-    let mut sim = spawn(
-        &[
-            "sim",
-            "--listen",
-            &sim_addr.to_string(),
-            "--limit",
-            "100000000",
-        ],
-        &[],
-    );
-    wait_for(sim_addr).await;
-    let proxy_addr = free_port();
-    let config = std::env::temp_dir().join(format!("bcproxy-bench-{}.toml", std::process::id()));
-    std::fs::write(
-        &config,
-        format!(
-            "[listen]\naddr = \"{proxy_addr}\"\n[upstream]\nurl = \"http://{sim_addr}\"\nusername = \"{}\"\n\
-             max_concurrency = {connections}\n[budget]\nlimit = 100000000\n[admin]\naddr = \"\"\n[log]\nlevel = \"{}\"\n",
-            bcproxy::sim::DEFAULT_USERNAME,
-            env_or("BENCH_LOG_LEVEL", "info".to_string()),
+    let sim = Process::sim(&["--limit", "100000000"]).await;
+    let proxy = Process::proxy(
+        sim.addr,
+        &format!(
+            "max_concurrency = {connections}\n[budget]\nlimit = 100000000\n[cache]\nenabled = false"
         ),
     )
-    .expect("write config");
-    let mut proxy = spawn(
-        &["run", "--config", &config.display().to_string()],
-        &[(
-            "BCPROXY__UPSTREAM__API_KEY",
-            bcproxy::sim::DEFAULT_API_KEY.into(),
-        )],
-    );
-    let proxy_ready = tokio::time::timeout(Duration::from_secs(10), wait_for(proxy_addr)).await;
-    if proxy_ready.is_err() {
-        let mut err = String::new();
-        if let Some(stderr) = proxy.stderr.take() {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                err.push_str(&l);
-            }
-        }
-        panic!("the proxy did not start: {err}");
-    }
-
-    let raw = format!(
-        "{}:{}",
-        bcproxy::sim::DEFAULT_USERNAME,
-        bcproxy::sim::DEFAULT_API_KEY
-    );
-    let auth = HeaderValue::try_from(format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    ))
-    .expect("auth");
+    .await;
 
     println!(
-        "load: {connections} keep-alive connections, {seconds}s per run, GET {path}, simulator latency 0"
+        "throughput: {connections} keep-alive connections, {seconds}s per run, GET {path}, simulator latency 0"
     );
-    let direct = drive(sim_addr, &path, Some(auth), connections, seconds).await;
-    let proxied = drive(proxy_addr, &path, None, connections, seconds).await;
+    let paths = [path];
+    let warmup = Duration::from_millis(500);
+    let direct = drive(
+        sim.addr,
+        &paths,
+        Some(sim_auth()),
+        connections,
+        seconds,
+        warmup,
+    )
+    .await;
+    let proxied = drive(proxy.addr, &paths, None, connections, seconds, warmup).await;
     println!(
         "{:<12} {:>12} {:>10} {:>10} {:>8}",
         "", "requests/s", "p50 ms", "p99 ms", "errors"
@@ -231,6 +331,12 @@ async fn main() {
             run.percentile(0.50),
             run.percentile(0.99),
             run.errors
+                + run
+                    .statuses
+                    .iter()
+                    .filter(|(s, _)| **s != 200)
+                    .map(|(_, n)| n)
+                    .sum::<u64>()
         );
     }
     println!(
@@ -239,10 +345,81 @@ async fn main() {
         proxied.percentile(0.50) / direct.percentile(0.50),
         proxied.percentile(0.99) / direct.percentile(0.99)
     );
-    if let Some(rss) = peak_rss_kib(&proxy).await {
-        println!("proxy peak RSS: {:.1} MiB", rss as f64 / 1024.0);
+    if let Some(rss) = proxy.peak_rss_mib().await {
+        println!("proxy peak RSS: {rss:.1} MiB");
     }
-    let _ = proxy.kill().await;
-    let _ = sim.kill().await;
-    let _ = std::fs::remove_file(&config);
+    proxy.stop().await;
+    sim.stop().await;
+}
+
+async fn budget() {
+    let (limit, window, seconds, connections) = (300, "6s", 15.0, 16);
+    let paths: Vec<String> = (1..=20).map(|i| format!("/api/v2/products/{i}")).collect();
+    println!(
+        "\nbudget: the store allows {limit} calls per {window}; the app asks as fast as {connections} connections go, for {seconds}s, over {} products",
+        paths.len()
+    );
+    println!(
+        "{:<24} {:>10} {:>12} {:>12}",
+        "", "app 200s", "app 509s", "store 509s"
+    );
+    let limit_text = limit.to_string();
+    let sim = Process::sim(&["--limit", &limit_text, "--window", window]).await;
+    let direct = drive(
+        sim.addr,
+        &paths,
+        Some(sim_auth()),
+        connections,
+        seconds,
+        Duration::ZERO,
+    )
+    .await;
+    let store = sim_throttled(sim.addr).await;
+    println!(
+        "{:<24} {:>10} {:>12} {:>12}",
+        "direct",
+        direct.ok(),
+        direct.statuses.get(&509).copied().unwrap_or(0),
+        store
+    );
+    sim.stop().await;
+
+    for (name, cache) in [("via proxy, cache off", "false")] {
+        let sim = Process::sim(&["--limit", &limit_text, "--window", window]).await;
+        let proxy = Process::proxy(
+            sim.addr,
+            &format!("[budget]\nlimit = {limit}\nwindow = \"{window}\"\nmax_wait = \"1s\"\nreserve_writes = 0\n[cache]\nenabled = {cache}"),
+        )
+        .await;
+        let run = drive(
+            proxy.addr,
+            &paths,
+            None,
+            connections,
+            seconds,
+            Duration::ZERO,
+        )
+        .await;
+        let store = sim_throttled(sim.addr).await;
+        println!(
+            "{name:<24} {:>10} {:>12} {:>12}",
+            run.ok(),
+            run.statuses.get(&509).copied().unwrap_or(0),
+            store
+        );
+        proxy.stop().await;
+        sim.stop().await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let scenarios: String = env_or("BENCH_SCENARIOS", "throughput,budget".to_string());
+    for scenario in scenarios.split(',') {
+        match scenario.trim() {
+            "throughput" => throughput().await,
+            "budget" => budget().await,
+            other => eprintln!("unknown scenario {other:?} (throughput, budget)"),
+        }
+    }
 }
