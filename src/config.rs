@@ -607,6 +607,15 @@ impl Settings {
                 format!("must be below budget.limit ({})", b.limit),
             ));
         }
+        positive("budget.max_wait", b.max_wait)?;
+        if let Some(dir) = b.state_file.as_deref().and_then(Path::parent) {
+            if !dir.as_os_str().is_empty() && !dir.is_dir() {
+                return Err(ConfigError::new(
+                    "budget.state_file",
+                    format!("its directory {} does not exist", dir.display()),
+                ));
+            }
+        }
 
         for (i, rule) in self.cache.rules.iter().enumerate() {
             if !rule.prefix.starts_with('/') {
@@ -925,6 +934,16 @@ mod tests {
         assert_eq!(
             err_key(&format!("{BASE}\n[log]\nlevel = \"loud=!\"")),
             "log.level"
+        );
+        assert_eq!(
+            err_key(&format!(
+                "{BASE}\n[budget]\nstate_file = \"/nonexistent/dir/b.json\""
+            )),
+            "budget.state_file"
+        );
+        assert_eq!(
+            err_key(&format!("{BASE}\n[budget]\nreserve_writes = 20000")),
+            "budget.reserve_writes"
         );
         assert_eq!(
             err_key(&format!(

@@ -420,3 +420,57 @@ async fn malformed_requests_get_400_and_the_connection_survives() {
     assert_eq!(conn.read_response(false).await.unwrap().status, 200);
     assert_eq!(sim.sim.stats(false).calls, 1);
 }
+
+/// OAuth: the proxy injects `X-Auth-Token` (the app's own is replaced), and gzip bodies the
+/// gateway sends pass through as they are.
+#[tokio::test]
+async fn oauth_token_injection_and_gzip_pass_through() {
+    use bcproxy::sim::{self, SimConfig};
+    use std::io::Read;
+    let sim = start_sim_with(SimConfig {
+        dialect: bcproxy::config::Dialect::Oauth,
+        ..Default::default()
+    })
+    .await;
+    let proxy = start_proxy(settings(
+        &format!("{}/stores/{}", sim.url(), sim::DEFAULT_STORE_HASH),
+        "",
+        &[
+            ("upstream.auth", "token"),
+            ("upstream.client_id", "bcproxy-test"),
+            ("budget.dialect", "oauth"),
+        ],
+    ))
+    .await;
+    let http = Http::default();
+    let url = format!("{}/v3/catalog/products/3", proxy.url());
+    let plain = http
+        .get_with(&url, &[("x-auth-token", "the-apps-own-token")])
+        .await;
+    assert_eq!(plain.status, 200, "{}", plain.text());
+    assert_eq!(plain.json()["data"]["name"], "日本茶セット");
+    assert!(plain.header("x-rate-limit-requests-left").is_some());
+    let gz = http.get_with(&url, &[("accept-encoding", "gzip")]).await;
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(&gz.body[..])
+        .read_to_end(&mut decoded)
+        .unwrap();
+    assert_eq!(decoded, plain.body);
+    let direct = http
+        .get_with(
+            &format!("{}/stores/abc123/v3/catalog/products/3", sim.url()),
+            &[
+                ("x-auth-token", sim::DEFAULT_API_KEY),
+                ("accept-encoding", "gzip"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        gz.body, direct.body,
+        "the gzip body was not passed through byte for byte"
+    );
+    let stats = sim.sim.stats(false);
+    assert_eq!(stats.unauthorized, 0);
+    assert_eq!(stats.distinct_credentials, 1);
+}
