@@ -39,16 +39,68 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = &'static str>,
 ) -> Result<Stopped, StartError> {
-    let budget = LocalBudget::new(Limits::from_settings(&settings));
-    let state_file = settings
-        .budget
-        .state_file
-        .clone()
-        .map(|path| StateFile::new(path, store_identity(&settings)));
-    if let Some(file) = &state_file {
-        file.load_into(&budget);
+    App::new(settings)?.serve(listener, shutdown).await
+}
+
+/// A proxy built from settings (its budget restored from the state file), not yet serving.
+#[derive(Debug)]
+pub struct App {
+    settings: Arc<Settings>,
+    proxy: Arc<Proxy>,
+    budget: Arc<LocalBudget>,
+    state_file: Option<StateFile>,
+}
+
+impl App {
+    /// Builds the proxy; must be called inside a Tokio runtime (the budget starts its task).
+    pub fn new(settings: Arc<Settings>) -> Result<App, StartError> {
+        let budget = LocalBudget::new(Limits::from_settings(&settings));
+        let state_file = settings
+            .budget
+            .state_file
+            .clone()
+            .map(|path| StateFile::new(path, store_identity(&settings)));
+        if let Some(file) = &state_file {
+            file.load_into(&budget);
+        }
+        let proxy = Arc::new(Proxy::new(&settings, budget.clone())?);
+        Ok(App {
+            settings,
+            proxy,
+            budget,
+            state_file,
+        })
     }
-    let proxy = Arc::new(Proxy::new(&settings, budget.clone())?);
+
+    /// The proxy (for tests and the admin endpoints).
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.proxy
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then drains.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = &'static str>,
+    ) -> Result<Stopped, StartError> {
+        let App {
+            settings,
+            proxy,
+            budget,
+            state_file,
+        } = self;
+        serve(settings, proxy, budget, state_file, listener, shutdown).await
+    }
+}
+
+async fn serve(
+    settings: Arc<Settings>,
+    proxy: Arc<Proxy>,
+    budget: Arc<LocalBudget>,
+    state_file: Option<StateFile>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = &'static str>,
+) -> Result<Stopped, StartError> {
     let addr = listener
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
@@ -157,18 +209,33 @@ async fn summaries(proxy: Arc<Proxy>, every: Duration) {
         tick.tick().await;
         let now = Summary::of(&proxy);
         let view = proxy.budget().view();
+        let (entries, bytes) = proxy.cache().size().await;
+        let d = now.since(&last);
+        let cacheable = d.hits + d.misses + d.stale + d.coalesced;
+        let ratio = |n: u64| {
+            if cacheable == 0 {
+                0.0
+            } else {
+                (n as f64 / cacheable as f64 * 1000.0).round() / 1000.0
+            }
+        };
         tracing::info!(
             budget_remaining = view.remaining,
             budget_limit = view.limit,
             queue_depth = view.queued,
             in_flight = view.in_flight,
             paused = view.paused,
-            calls = now.calls - last.calls,
-            sent = now.sent - last.sent,
-            queued = now.queued - last.queued,
-            throttled = now.throttled - last.throttled,
-            store_throttles = now.store_throttles - last.store_throttles,
-            upstream_errors = now.upstream_errors - last.upstream_errors,
+            calls = d.calls,
+            sent = d.sent,
+            queued = d.queued,
+            throttled = d.throttled,
+            store_throttles = d.store_throttles,
+            upstream_errors = d.upstream_errors,
+            cache_hit_ratio = ratio(d.hits),
+            cache_stale_ratio = ratio(d.stale),
+            cache_coalesced_ratio = ratio(d.coalesced),
+            cache_entries = entries,
+            cache_bytes = bytes,
             "summary"
         );
         last = now;
@@ -184,6 +251,10 @@ struct Summary {
     throttled: u64,
     store_throttles: u64,
     upstream_errors: u64,
+    hits: u64,
+    misses: u64,
+    stale: u64,
+    coalesced: u64,
 }
 
 impl Summary {
@@ -191,6 +262,7 @@ impl Summary {
         use std::sync::atomic::Ordering::Relaxed;
         let totals = proxy.budget().totals();
         let counters = proxy.counters();
+        let cache = &proxy.cache().counters;
         Summary {
             calls: counters.calls.load(Relaxed),
             sent: totals.sent,
@@ -198,6 +270,25 @@ impl Summary {
             throttled: counters.throttled.load(Relaxed),
             store_throttles: totals.store_throttles,
             upstream_errors: counters.upstream_errors.load(Relaxed),
+            hits: cache.hits.load(Relaxed),
+            misses: cache.misses.load(Relaxed),
+            stale: cache.stale.load(Relaxed),
+            coalesced: cache.coalesced.load(Relaxed),
+        }
+    }
+
+    fn since(&self, last: &Summary) -> Summary {
+        Summary {
+            calls: self.calls - last.calls,
+            sent: self.sent - last.sent,
+            queued: self.queued - last.queued,
+            throttled: self.throttled - last.throttled,
+            store_throttles: self.store_throttles - last.store_throttles,
+            upstream_errors: self.upstream_errors - last.upstream_errors,
+            hits: self.hits - last.hits,
+            misses: self.misses - last.misses,
+            stale: self.stale - last.stale,
+            coalesced: self.coalesced - last.coalesced,
         }
     }
 }
@@ -207,6 +298,7 @@ impl Summary {
 pub struct RunningProxy {
     /// Where it listens.
     pub addr: SocketAddr,
+    proxy: Arc<Proxy>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<Stopped, StartError>>,
 }
@@ -215,16 +307,24 @@ impl RunningProxy {
     /// Binds `listener` and serves in a background task.
     pub async fn start(settings: Settings, listener: TcpListener) -> std::io::Result<RunningProxy> {
         let addr = listener.local_addr()?;
+        let app = App::new(Arc::new(settings)).map_err(std::io::Error::other)?;
+        let proxy = app.proxy().clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(Arc::new(settings), listener, async move {
+        let task = tokio::spawn(app.serve(listener, async move {
             let _ = stopped.await;
             "requested"
         }));
         Ok(RunningProxy {
             addr,
+            proxy,
             stop: Some(stop),
             task,
         })
+    }
+
+    /// The running proxy.
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.proxy
     }
 
     /// `http://addr`.

@@ -71,6 +71,30 @@ impl Call {
     }
 }
 
+impl Call {
+    /// Takes the upstream side of the call into its access record.
+    pub fn absorb(&mut self, trip: &Trip) {
+        self.record.upstream_status = trip.upstream_status;
+        self.record.upstream_ms = trip.upstream_ms;
+        self.record.upstream_request_id = trip.upstream_request_id.clone();
+        self.record.wait_ms = trip.wait_ms;
+    }
+}
+
+/// The upstream side of a call: what the store said and how long it took. Kept apart from the
+/// call because a coalesced fetch serves several calls.
+#[derive(Debug, Clone, Default)]
+pub struct Trip {
+    /// The store's status.
+    pub upstream_status: Option<u16>,
+    /// Time from sending to the store's response headers.
+    pub upstream_ms: Option<f64>,
+    /// The store's own request id.
+    pub upstream_request_id: Option<String>,
+    /// Time queued for budget.
+    pub wait_ms: f64,
+}
+
 impl Drop for Call {
     fn drop(&mut self) {
         if self.record.status == CLIENT_CLOSED && self.record.error.is_none() {

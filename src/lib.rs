@@ -9,6 +9,7 @@
 //! - [`server`]: listeners, connections (HTTP/1.1, h2, TLS), limits, graceful shutdown.
 //! - [`proxy`]: a call's life, stage by stage: admit, wait, forward, finish.
 //! - [`budget`]: the store's request budget: ledger, store reports, queue, pause, state file.
+//! - [`cache`]: the GET cache: keys, TTL policy, coalescing, invalidation by family.
 //! - [`call`]: one call's context, which becomes its access event.
 //! - [`upstream`]: the store side: client, request rewriting, credential injection.
 //! - [`clients`]: app credentials (`[[clients]]`).
@@ -24,6 +25,7 @@
 pub mod app;
 pub mod body;
 pub mod budget;
+pub mod cache;
 pub mod call;
 pub mod cli;
 pub mod clients;

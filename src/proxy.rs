@@ -2,30 +2,40 @@
 //!
 //! 1. **admit**: the request can be forwarded (target, framing, body size) and the app is one of
 //!    `[[clients]]` when any are configured;
-//! 2. **wait**: a budget slot ([`Budget::acquire`]): the store's budget allows the send, the
+//! 2. **cache**: a GET or HEAD the cache may answer gets a fresh entry (`HIT`, or `304`), or
+//!    shares one fetch with identical calls (`MISS`/`COALESCED`), or, when the budget or the
+//!    store cannot give a fresh answer at once, a stale entry (`STALE`);
+//! 3. **wait**: a budget slot ([`Budget::acquire`]): the store's budget allows the send, the
 //!    write reserve is kept, upstream concurrency is bounded; at most until `budget.max_wait`
 //!    after arrival, else the store's own throttle answer;
-//! 3. **forward**: the store's answer, through [`Upstream::send`]; the budget learns from it. A
+//! 4. **forward**: the store's answer, through [`Upstream::send`]; the budget learns from it. A
 //!    call the store throttled (509/429) goes back to the head of the queue; a GET or HEAD that
-//!    failed is tried once more;
-//! 4. **finish**: the headers every answer carries (request id, `x-cache`, the remaining
-//!    budget), and the body that writes the access event when it is done. Every exit, errors
-//!    included, goes through `finish`.
+//!    failed is tried once more. A write that may have changed the store drops its family from
+//!    the cache;
+//! 5. **finish**: the headers every answer carries (request id, `x-cache`, the remaining
+//!    budget, `Location` pointing back at the proxy), and the body that writes the access event
+//!    when it is done. Every exit, errors included, goes through `finish`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use http::header::{CONTENT_LENGTH, EXPECT};
-use http::{HeaderName, HeaderValue, Method, Request, Response};
+use bytes::{Bytes, BytesMut};
+use http::header::{
+    ACCEPT, ACCEPT_ENCODING, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, ETAG, EXPECT,
+    IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED,
+    PRAGMA, RANGE, VARY,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::{self, Body, Replay, ResponseBody};
 use crate::budget::{Ask, Budget, Class, Slot, Verdict};
-use crate::call::{Call, REQUEST_ID, RequestIds};
+use crate::cache::flight::{self, Flight, Flights};
+use crate::cache::{self, Cache, Directive, Entry, Key, Lookup, Outcome};
+use crate::call::{Call, REQUEST_ID, RequestIds, Trip};
 use crate::clients::Clients;
 use crate::config::{Dialect, Settings};
 use crate::error::{CallError, Throttle, error_body};
@@ -57,6 +67,8 @@ pub struct Counters {
 pub struct Proxy {
     upstream: Upstream,
     budget: Arc<dyn Budget>,
+    cache: Cache,
+    flights: Arc<Flights<Shared>>,
     clients: Clients,
     ids: RequestIds,
     dialect: Dialect,
@@ -74,6 +86,8 @@ impl Proxy {
         Ok(Proxy {
             upstream: Upstream::new(settings)?,
             budget,
+            cache: Cache::new(settings),
+            flights: Arc::new(Flights::default()),
             clients: Clients::new(&settings.clients),
             ids: RequestIds::default(),
             dialect,
@@ -102,20 +116,42 @@ impl Proxy {
         &self.counters
     }
 
+    /// The GET cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
     /// Serves one call from arrival to the response the app gets.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
         let mut call = Call::start(&req, &self.ids, self.scheme);
         let outcome = self.serve(&mut call, req).await;
         self.finish(call, outcome)
     }
 
     async fn serve(
-        &self,
+        self: &Arc<Self>,
         call: &mut Call,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, CallError> {
         let req = self.admit(call, req).await?;
-        self.forward(call, req).await
+        if let Some(plan) = self.plan(&req) {
+            return self.cached(call, req, plan).await;
+        }
+        self.cache.counters.count(Outcome::Bypass);
+        let written =
+            (Class::of(req.method()) == Class::Write).then(|| cache::family(req.uri().path()));
+        let mut trip = Trip::default();
+        let deadline = call.started + self.max_wait;
+        let result = self
+            .forward(&mut trip, &call.request_id, deadline, req)
+            .await;
+        call.absorb(&trip);
+        if let Some(family) = written {
+            if may_have_changed_the_store(&result) {
+                self.cache.invalidate(&family);
+            }
+        }
+        result
     }
 
     /// Stage 1: is this a call that may go to the store at all?
@@ -172,15 +208,213 @@ impl Proxy {
         Ok(body::full(buf.freeze()))
     }
 
-    /// Stages 2 and 3, repeated while the store throttles the call (it was not processed, so
-    /// it goes again, writes included) or, once, when a GET or HEAD failed.
-    async fn forward(
+    /// Stage 2: the cache, for a GET or HEAD it may answer. A fresh entry answers at once
+    /// (`304` when the app's validator matches); otherwise one fetch per key goes to the store
+    /// (identical calls meanwhile share it) and its answer is stored. With a stale entry the
+    /// fetch may not wait for budget: if the budget cannot admit it at once, or the store
+    /// fails, the stale entry answers.
+    async fn cached(
+        self: &Arc<Self>,
+        call: &mut Call,
+        req: Request<Body>,
+        plan: Plan,
+    ) -> Result<Response<Body>, CallError> {
+        let fallback = match self.cache.lookup(&plan.key, Instant::now()).await {
+            Lookup::Fresh(entry) if plan.directive == Directive::Normal => {
+                return Ok(self.answer_entry(call, &entry, Outcome::Hit, req.headers()));
+            }
+            Lookup::Fresh(entry) | Lookup::Stale(entry) => Some(entry),
+            Lookup::Miss => None,
+        };
+        let deadline = if fallback.is_some() {
+            Instant::now()
+        } else {
+            call.started + self.max_wait
+        };
+        let (shared, outcome) = self.fetch_shared(call, &req, plan, deadline).await;
+        let stale = |call: &mut Call, why: String| {
+            fallback.as_ref().map(|entry| {
+                let response = self.answer_entry(call, entry, Outcome::Stale, req.headers());
+                call.record.error = Some(format!("served stale: {why}"));
+                response
+            })
+        };
+        match shared {
+            Ok(fetched) => {
+                call.absorb(&fetched.trip);
+                if fetched.status.is_server_error() {
+                    if let Some(response) =
+                        stale(call, format!("the store answered {}", fetched.status))
+                    {
+                        return Ok(response);
+                    }
+                }
+                Ok(self.answer_fetched(call, &fetched, outcome, req.headers()))
+            }
+            Err(error) => stale(call, error.to_string()).ok_or(error),
+        }
+    }
+
+    /// The store's answer to a cacheable GET, fetched once for every identical call in
+    /// flight: the first caller starts a fetch that runs on its own (an app going away does
+    /// not cancel it for the others), the others wait for it.
+    async fn fetch_shared(
+        self: &Arc<Self>,
+        call: &Call,
+        req: &Request<Body>,
+        plan: Plan,
+        deadline: Instant,
+    ) -> (Shared, Outcome) {
+        match self.flights.join(&plan.key) {
+            Flight::Lead(landing) => {
+                let arrival = flight::arrival(landing.subscribe());
+                let proxy = self.clone();
+                let parts = fetch_head(req, &plan.key);
+                let request_id = call.request_id.clone();
+                tokio::spawn(async move {
+                    let result = proxy.fetch(parts, request_id, plan, deadline).await;
+                    landing.land(result);
+                });
+                (arrival.await.unwrap_or_else(abandoned), Outcome::Miss)
+            }
+            Flight::Follow(rx) => (
+                flight::arrival(rx).await.unwrap_or_else(abandoned),
+                Outcome::Coalesced,
+            ),
+        }
+    }
+
+    /// One fetch for the cache: through the budget to the store, the whole body read, the
+    /// answer stored when the store allows and no write to its family happened meanwhile.
+    async fn fetch(
+        &self,
+        parts: http::request::Parts,
+        request_id: HeaderValue,
+        plan: Plan,
+        deadline: Instant,
+    ) -> Shared {
+        let family = cache::family(plan.key.path());
+        let generation = self.cache.generation(&family);
+        let mut trip = Trip::default();
+        let response = self
+            .forward(
+                &mut trip,
+                &request_id,
+                deadline,
+                Request::from_parts(parts, body::empty()),
+            )
+            .await?;
+        let (head, body) = response.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| CallError::BadGateway(format!("the store's answer broke off: {e}")))?
+            .to_bytes();
+        let mut entry = None;
+        if head.status == StatusCode::OK {
+            if let Some(ttl) = cache::policy::response_ttl(&head.headers, plan.ttl) {
+                let made = self.cache.entry(
+                    &plan.key,
+                    head.headers.clone(),
+                    bytes.clone(),
+                    ttl,
+                    generation,
+                    Instant::now(),
+                );
+                if let Some(made) = made {
+                    if self.cache.insert(plan.key, made.clone()).await {
+                        entry = Some(made);
+                    }
+                }
+            }
+        }
+        Ok(Arc::new(Fetched {
+            status: head.status,
+            headers: head.headers,
+            body: bytes,
+            entry,
+            trip,
+        }))
+    }
+
+    /// An answer from a cache entry: `304` when the app already has it, else the entry with
+    /// its `Age`.
+    fn answer_entry(
         &self,
         call: &mut Call,
+        entry: &Entry,
+        outcome: Outcome,
+        request: &HeaderMap,
+    ) -> Response<Body> {
+        call.record.cache = outcome.as_str();
+        self.cache.counters.count(outcome);
+        if entry.not_modified(request) {
+            return not_modified(entry);
+        }
+        let mut response = Response::new(body::full(entry.body.clone()));
+        *response.status_mut() = entry.status;
+        *response.headers_mut() = entry.headers.clone();
+        response
+            .headers_mut()
+            .insert(AGE, HeaderValue::from(entry.age(Instant::now())));
+        response
+    }
+
+    /// An answer from a fetch (`MISS` for the call that started it, `COALESCED` for the others).
+    fn answer_fetched(
+        &self,
+        call: &mut Call,
+        fetched: &Fetched,
+        outcome: Outcome,
+        request: &HeaderMap,
+    ) -> Response<Body> {
+        call.record.cache = outcome.as_str();
+        self.cache.counters.count(outcome);
+        let mut response = Response::new(body::full(fetched.body.clone()));
+        *response.status_mut() = fetched.status;
+        match &fetched.entry {
+            Some(entry) if entry.not_modified(request) => return not_modified(entry),
+            Some(entry) => *response.headers_mut() = entry.headers.clone(),
+            None => *response.headers_mut() = fetched.headers.clone(),
+        }
+        response
+    }
+
+    /// Whether (and how) the cache can answer a request: a GET or HEAD without a body or a
+    /// range, whose path may be cached, from an app that did not say `no-store`.
+    fn plan(&self, req: &Request<Body>) -> Option<Plan> {
+        use http_body::Body as _;
+        let read = req.method() == Method::GET || req.method() == Method::HEAD;
+        if !self.cache.enabled()
+            || !read
+            || req.headers().contains_key(RANGE)
+            || !req.body().is_end_stream()
+        {
+            return None;
+        }
+        let directive = cache::policy::directive(req.headers());
+        let ttl = self.cache.policy().ttl_for(req.uri().path());
+        if directive == Directive::Bypass || ttl.is_zero() {
+            return None;
+        }
+        Some(Plan {
+            key: Key::of(req.uri(), req.headers()),
+            ttl,
+            directive,
+        })
+    }
+
+    /// Stages 3 and 4 (budget, then the store), repeated while the store throttles the call
+    /// (it was not processed, so it goes again, writes included) or, once, when a GET or HEAD
+    /// failed.
+    async fn forward(
+        &self,
+        trip: &mut Trip,
+        request_id: &HeaderValue,
+        deadline: Instant,
         req: Request<Body>,
     ) -> Result<Response<Body>, CallError> {
         let class = Class::of(req.method());
-        let deadline = call.started + self.max_wait;
         let (parts, body) = req.into_parts();
         let body = Replay::new(body);
         let mut resend = false;
@@ -188,7 +422,7 @@ impl Proxy {
         loop {
             let mut slot = self
                 .wait(
-                    call,
+                    trip,
                     Ask {
                         class,
                         deadline,
@@ -200,10 +434,10 @@ impl Proxy {
             slot.mark_sent();
             let req = Request::from_parts(parts.clone(), body.body());
             let can_retry = class == Class::Read && !retried;
-            let response = match self.upstream.send(call, req, Some(slot)).await {
+            let response = match self.upstream.send(req, request_id, Some(slot), trip).await {
                 Ok(response) => response,
                 Err(error) if can_retry && error.is_transient() => {
-                    tracing::info!(request_id = %call.record.request_id, error = %error, "upstream.retry");
+                    tracing::info!(request_id = %String::from_utf8_lossy(request_id.as_bytes()), error = %error, "upstream.retry");
                     retried = true;
                     continue;
                 }
@@ -218,7 +452,7 @@ impl Proxy {
                 continue;
             }
             if response.status().is_server_error() && can_retry {
-                tracing::info!(request_id = %call.record.request_id, status = response.status().as_u16(), "upstream.retry");
+                tracing::info!(request_id = %String::from_utf8_lossy(request_id.as_bytes()), status = response.status().as_u16(), "upstream.retry");
                 retried = true;
                 continue;
             }
@@ -226,11 +460,11 @@ impl Proxy {
         }
     }
 
-    /// Stage 2: a budget slot, waiting in arrival order until `budget.max_wait` after arrival.
-    async fn wait(&self, call: &mut Call, ask: Ask) -> Result<Slot, CallError> {
+    /// Stage 3: a budget slot, waiting in arrival order until the deadline.
+    async fn wait(&self, trip: &mut Trip, ask: Ask) -> Result<Slot, CallError> {
         let started = Instant::now();
         let slot = self.budget.clone().acquire(ask).await;
-        call.record.wait_ms += telemetry::ms(started.elapsed());
+        trip.wait_ms += telemetry::ms(started.elapsed());
         slot.map_err(|refused| {
             CallError::Throttled(Throttle {
                 retry_after: refused.retry_after,
@@ -253,6 +487,8 @@ impl Proxy {
         };
         let view = self.budget.view();
         let headers = response.headers_mut();
+        self.upstream
+            .rewrite_locations(headers, call.app_origin.as_deref());
         headers.insert(REQUEST_ID, call.request_id.clone());
         headers.insert(X_CACHE, HeaderValue::from_static(call.record.cache));
         if !throttled {
@@ -292,6 +528,94 @@ impl Proxy {
         *response.body_mut() = body::full(bytes);
         call.record.error = Some(message);
         response
+    }
+}
+
+/// How the cache can take part in a call.
+#[derive(Debug, Clone)]
+struct Plan {
+    key: Key,
+    ttl: Duration,
+    directive: Directive,
+}
+
+/// A fetch's result, shared by every call on its flight.
+type Shared = Result<Arc<Fetched>, CallError>;
+
+/// The store's answer to a cacheable GET, read whole.
+#[derive(Debug)]
+struct Fetched {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    /// The entry made of it, when it could be cached.
+    entry: Option<Arc<Entry>>,
+    trip: Trip,
+}
+
+fn abandoned() -> Shared {
+    Err(CallError::BadGateway(
+        "the shared call to the store was abandoned".into(),
+    ))
+}
+
+/// The head of the GET a cache fetch sends: the app's request with its validators, ranges and
+/// cache directives removed (the answer is for everyone), and `Accept`/`Accept-Encoding`
+/// reduced to what the key says, so the answer fits every call that shares it.
+fn fetch_head(req: &Request<Body>, key: &Key) -> http::request::Parts {
+    let mut parts = Request::new(()).into_parts().0;
+    parts.method = Method::GET;
+    parts.uri = req.uri().clone();
+    parts.headers = req.headers().clone();
+    for name in [
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_MATCH,
+        IF_UNMODIFIED_SINCE,
+        IF_RANGE,
+        CACHE_CONTROL,
+        PRAGMA,
+    ] {
+        parts.headers.remove(name);
+    }
+    let accept = if key.xml {
+        "application/xml"
+    } else {
+        "application/json"
+    };
+    parts
+        .headers
+        .insert(ACCEPT, HeaderValue::from_static(accept));
+    if key.gzip {
+        parts
+            .headers
+            .insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+    } else {
+        parts.headers.remove(ACCEPT_ENCODING);
+    }
+    parts
+}
+
+/// `304 Not Modified` for an entry the app already has.
+fn not_modified(entry: &Entry) -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    let headers = response.headers_mut();
+    for name in [ETAG, LAST_MODIFIED, CACHE_CONTROL, VARY, CONTENT_LOCATION] {
+        if let Some(value) = entry.headers.get(&name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    headers.insert(AGE, HeaderValue::from(entry.age(Instant::now())));
+    response
+}
+
+/// False when a write's outcome shows the store did not apply it (a 4xx, a throttle, no
+/// connection); true otherwise, timeouts and broken exchanges included.
+fn may_have_changed_the_store(result: &Result<Response<Body>, CallError>) -> bool {
+    match result {
+        Ok(response) => !response.status().is_client_error() && response.status().as_u16() != 509,
+        Err(error) => matches!(error, CallError::Timeout(_) | CallError::BadGateway(_)),
     }
 }
 

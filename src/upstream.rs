@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{Body, UpstreamBody};
 use crate::budget::Slot;
-use crate::call::{Call, REQUEST_ID};
+use crate::call::{REQUEST_ID, Trip};
 use crate::clients::X_AUTH_TOKEN;
 use crate::config::{AuthMode, Settings, UpstreamUrl};
 use crate::error::CallError;
@@ -161,17 +161,18 @@ impl Upstream {
     /// `slot` is the call's budget slot, held until the body is read.
     pub async fn send(
         &self,
-        call: &mut Call,
         req: Request<Body>,
+        request_id: &HeaderValue,
         slot: Option<Slot>,
+        trip: &mut Trip,
     ) -> Result<Response<UpstreamBody>, CallError> {
         let (mut parts, body) = req.into_parts();
-        rewrite_request(&mut parts, &self.url, &self.credential, &call.request_id)?;
+        rewrite_request(&mut parts, &self.url, &self.credential, request_id)?;
         let req = Request::from_parts(parts, body);
 
         let sent = Instant::now();
         let result = tokio::time::timeout(self.timeout, self.client.request(req)).await;
-        call.record.upstream_ms = Some(telemetry::ms(sent.elapsed()));
+        trip.upstream_ms = Some(telemetry::ms(sent.elapsed()));
         let response = match result {
             Err(_) => return Err(CallError::Timeout(self.timeout)),
             Ok(Err(e)) => return Err(classify(&e)),
@@ -179,16 +180,15 @@ impl Upstream {
         };
 
         let (mut parts, body) = response.into_parts();
-        call.record.upstream_status = Some(parts.status.as_u16());
+        trip.upstream_status = Some(parts.status.as_u16());
+        strip_hop_by_hop(&mut parts.headers);
         if let Some(id) = parts.headers.remove(REQUEST_ID) {
-            call.record.upstream_request_id =
-                Some(String::from_utf8_lossy(id.as_bytes()).into_owned());
+            trip.upstream_request_id = Some(String::from_utf8_lossy(id.as_bytes()).into_owned());
             parts.headers.insert(UPSTREAM_REQUEST_ID, id);
         }
-        rewrite_response(&mut parts.headers, &self.url, call.app_origin.as_deref());
         if parts.status.is_redirection() {
             tracing::warn!(
-                request_id = %call.record.request_id,
+                request_id = %String::from_utf8_lossy(request_id.as_bytes()),
                 status = parts.status.as_u16(),
                 location = parts.headers.get(LOCATION).and_then(|v| v.to_str().ok()),
                 hint = "the store redirected; is upstream.url the store's current address?",
@@ -197,6 +197,12 @@ impl Upstream {
         }
         let body = UpstreamBody::new(body, self.timeout, slot);
         Ok(Response::from_parts(parts, body))
+    }
+
+    /// Points `Location` and `Content-Location` at the store back at the address the app
+    /// called.
+    pub fn rewrite_locations(&self, headers: &mut HeaderMap, app_origin: Option<&str>) {
+        rewrite_locations(headers, &self.url, app_origin);
     }
 }
 
@@ -266,6 +272,10 @@ pub fn rewrite_request(
 /// `Content-Location` at the store rewritten to the address the app called.
 pub fn rewrite_response(headers: &mut HeaderMap, url: &UpstreamUrl, app_origin: Option<&str>) {
     strip_hop_by_hop(headers);
+    rewrite_locations(headers, url, app_origin);
+}
+
+fn rewrite_locations(headers: &mut HeaderMap, url: &UpstreamUrl, app_origin: Option<&str>) {
     for name in [LOCATION, CONTENT_LOCATION] {
         let rewritten = headers
             .get(&name)

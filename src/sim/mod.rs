@@ -110,6 +110,12 @@ pub enum Fault {
     Hang,
     /// Drop the connection without an answer.
     Reset,
+    /// Answer normally, but hold the answer back this long after the store has read its data
+    /// (a slow response, for races).
+    Delay {
+        /// Milliseconds.
+        ms: u64,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +208,7 @@ struct Inner {
     quota: Mutex<Quota>,
     recorder: Mutex<Recorder>,
     faults: Mutex<VecDeque<Fault>>,
+    extra_headers: Mutex<HeaderMap>,
     in_flight: AtomicU64,
     peak: AtomicU64,
     ids: AtomicU64,
@@ -267,6 +274,7 @@ impl Sim {
                 store: Mutex::new(store),
                 recorder: Mutex::new(Recorder::default()),
                 faults: Mutex::new(VecDeque::new()),
+                extra_headers: Mutex::new(HeaderMap::new()),
                 in_flight: AtomicU64::new(0),
                 peak: AtomicU64::new(0),
                 ids: AtomicU64::new(0),
@@ -388,6 +396,12 @@ impl Sim {
             .store(latency.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// Headers added to every API answer from now on (`Cache-Control: no-store`, say);
+    /// an empty map clears them.
+    pub fn set_headers(&self, headers: HeaderMap) {
+        *lock(&self.inner.extra_headers) = headers;
+    }
+
     /// Changes the quota per window (a store changing plans).
     pub fn set_limit(&self, limit: u64) {
         lock(&self.inner.quota).set_limit(limit);
@@ -470,8 +484,13 @@ impl Sim {
         entry.bytes_in = body.len() as u64;
 
         let fault = lock(&inner.faults).pop_front();
+        let mut hold_back = None;
         if let Some(fault) = fault {
             match fault {
+                Fault::Delay { ms } => {
+                    entry.fault = Some(format!("delay {ms}ms"));
+                    hold_back = Some(Duration::from_millis(ms));
+                }
                 Fault::Status { status, location } => {
                     entry.fault = Some(format!("status {status}"));
                     let status =
@@ -601,6 +620,9 @@ impl Sim {
             ),
         };
         self.budget_headers(response.headers_mut(), &budget);
+        if let Some(hold_back) = hold_back {
+            tokio::time::sleep(hold_back).await;
+        }
         Ok(finish(entry, response))
     }
 
@@ -666,6 +688,9 @@ impl Sim {
         let id = self.inner.ids.fetch_add(1, Ordering::Relaxed);
         if let Ok(value) = HeaderValue::try_from(format!("sim-{id:08x}")) {
             response.headers_mut().insert("x-request-id", value);
+        }
+        for (name, value) in lock(&self.inner.extra_headers).iter() {
+            response.headers_mut().insert(name, value.clone());
         }
         if gzip && !response.body().is_empty() {
             let mut encoder =
@@ -768,10 +793,11 @@ impl Sim {
                         "GET /__sim/stats": "what the store saw (add ?log=false to leave out the call log)",
                         "POST /__sim/reset": "forget stats, spent quota and faults; restores the seed data unless ?data=keep",
                         "POST /__sim/spend": "{\"count\": N}: spend N requests of the quota, as other clients of the store would",
-                        "POST /__sim/faults": "{\"kind\": \"status\", \"status\": 500, \"count\": N} (optional \"location\") | {\"kind\": \"hang\"} | {\"kind\": \"reset\"}: the next N calls fail so",
+                        "POST /__sim/faults": "{\"kind\": \"status\", \"status\": 500, \"count\": N} (optional \"location\") | {\"kind\": \"hang\"} | {\"kind\": \"reset\"} | {\"kind\": \"delay\", \"ms\": N}: the next N calls get it",
                         "DELETE /__sim/faults": "drop pending faults",
                         "PUT /__sim/latency": "{\"ms\": N}: latency added to every API call",
                         "PUT /__sim/quota": "{\"limit\": N}: change the quota per window (a plan change)",
+                        "PUT /__sim/headers": "{\"Cache-Control\": \"no-store\"}: headers added to every API answer ({} clears)",
                     }
                 }),
             ),
@@ -829,6 +855,31 @@ impl Sim {
                     None => control_answer(
                         StatusCode::BAD_REQUEST,
                         json!({ "error": "expected {\"ms\": N}" }),
+                    ),
+                }
+            }
+            (&Method::PUT | &Method::POST, "/__sim/headers") => {
+                let parsed = serde_json::from_slice::<BTreeMap<String, String>>(&body)
+                    .ok()
+                    .and_then(|map| {
+                        map.into_iter()
+                            .map(|(k, v)| {
+                                Some((
+                                    http::HeaderName::try_from(k).ok()?,
+                                    HeaderValue::try_from(v).ok()?,
+                                ))
+                            })
+                            .collect::<Option<HeaderMap>>()
+                    });
+                match parsed {
+                    Some(headers) => {
+                        let count = headers.len();
+                        self.set_headers(headers);
+                        control_answer(StatusCode::OK, json!({ "headers": count }))
+                    }
+                    None => control_answer(
+                        StatusCode::BAD_REQUEST,
+                        json!({ "error": "expected {\"Header-Name\": \"value\", ...}" }),
                     ),
                 }
             }

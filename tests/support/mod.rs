@@ -61,7 +61,8 @@ pub async fn start_sim_with(config: SimConfig) -> RunningSim {
 }
 
 /// Settings for a proxy in front of `upstream` with the simulator's credentials, plus `extra`
-/// TOML (whole sections) and `env` overrides (`("upstream.timeout", "1s")`).
+/// TOML (whole sections) and `env` overrides (`("upstream.timeout", "1s")`). The cache is off
+/// unless `extra` or `env` say otherwise.
 pub fn settings(upstream: &str, extra: &str, env: &[(&str, &str)]) -> Settings {
     try_settings(upstream, extra, env).expect("valid test settings")
 }
@@ -87,6 +88,12 @@ pub fn try_settings(
         .collect();
     vars.entry("BCPROXY__UPSTREAM__API_KEY".into())
         .or_insert_with(|| sim::DEFAULT_API_KEY.into());
+    // Tests of forwarding and the budget count the store's calls; the cache's own tests turn
+    // it on with ("cache.enabled", "true").
+    if !extra.contains("[cache]") {
+        vars.entry("BCPROXY__CACHE__ENABLED".into())
+            .or_insert_with(|| "false".into());
+    }
     Settings::from_toml(&text, vars)
 }
 

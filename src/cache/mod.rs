@@ -1,0 +1,518 @@
+//! The GET cache: answers held in memory (moka, weighed by body and header bytes), fresh for
+//! their TTL and then stale for `cache.stale`, dropped by family when a write succeeds.
+//!
+//! - `key`: what makes two GETs the same answer, and which family a path belongs to;
+//! - `policy`: TTLs (`cache.ttl`, built-in rules, `[[cache.rules]]`, `Cache-Control`);
+//! - `flight`: coalescing of concurrent identical misses.
+//!
+//! Writes bump their family's generation; an entry is only served while its generation is
+//! current, and an answer is only stored if the generation did not move while it was being
+//! fetched, so a GET that was in flight across a write can never put the old answer back.
+
+pub mod flight;
+pub mod key;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+pub use key::{Key, family};
+pub use policy::{Directive, Policy};
+
+use crate::config::Settings;
+
+/// How the cache took part in an answer: the `x-cache` header and the access log's `cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A fresh entry.
+    Hit,
+    /// Fetched from the store (and stored when allowed).
+    Miss,
+    /// An entry past its TTL, served because the budget or the store could not give a fresh one.
+    Stale,
+    /// Shared with an identical call already at the store.
+    Coalesced,
+    /// The cache took no part.
+    Bypass,
+}
+
+impl Outcome {
+    /// The `x-cache` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "HIT",
+            Outcome::Miss => "MISS",
+            Outcome::Stale => "STALE",
+            Outcome::Coalesced => "COALESCED",
+            Outcome::Bypass => "BYPASS",
+        }
+    }
+}
+
+/// Response headers that describe the moment an answer was made, not the answer: they are not
+/// kept in an entry (the budget headers are set afresh on every answer).
+const MOMENT_HEADERS: [&str; 7] = [
+    "x-bc-apilimit-remaining",
+    "x-rate-limit-time-window-ms",
+    "x-rate-limit-time-reset-ms",
+    "x-rate-limit-requests-quota",
+    "x-rate-limit-requests-left",
+    "x-retry-after",
+    crate::upstream::UPSTREAM_REQUEST_ID,
+];
+
+/// One cached answer.
+#[derive(Debug)]
+pub struct Entry {
+    /// The store's status (always 200 today).
+    pub status: StatusCode,
+    /// The store's headers, with an `ETag`, without the moment's budget headers.
+    pub headers: HeaderMap,
+    /// The body, exactly as the store sent it.
+    pub body: Bytes,
+    /// When it was fetched.
+    pub stored: Instant,
+    /// Fresh until then.
+    pub fresh_until: Instant,
+    /// Servable as stale until then.
+    pub stale_until: Instant,
+    /// The validator: the store's `ETag`, or the proxy's own strong one over the body.
+    pub etag: HeaderValue,
+    /// The store's `Last-Modified`, if it sent one.
+    pub last_modified: Option<SystemTime>,
+    family: Arc<str>,
+    generation: u64,
+    weight: u32,
+}
+
+impl Entry {
+    /// Seconds since the entry was fetched (the `Age` header).
+    pub fn age(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.stored).as_secs()
+    }
+
+    /// True when the app's `If-None-Match` (or, without one, `If-Modified-Since`) says it
+    /// already has this answer.
+    pub fn not_modified(&self, request: &HeaderMap) -> bool {
+        if let Some(inm) = request.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+            let mine = strip_weak(self.etag.to_str().unwrap_or(""));
+            return inm
+                .split(',')
+                .map(|t| t.trim())
+                .any(|t| t == "*" || strip_weak(t) == mine);
+        }
+        let since = request
+            .get(IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        match (since, self.last_modified) {
+            (Some(since), Some(modified)) => modified <= since,
+            _ => false,
+        }
+    }
+}
+
+fn strip_weak(tag: &str) -> &str {
+    tag.strip_prefix("W/").unwrap_or(tag)
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// A fresh entry.
+    Fresh(Arc<Entry>),
+    /// An entry past its TTL but within `cache.stale`.
+    Stale(Arc<Entry>),
+    /// Nothing usable.
+    Miss,
+}
+
+/// Running totals, for the summary event and metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Fresh answers from the cache.
+    pub hits: AtomicU64,
+    /// Answers fetched from the store.
+    pub misses: AtomicU64,
+    /// Stale answers.
+    pub stale: AtomicU64,
+    /// Answers shared with an identical call.
+    pub coalesced: AtomicU64,
+    /// Answers the cache took no part in.
+    pub bypass: AtomicU64,
+}
+
+impl Counters {
+    /// Counts one answer.
+    pub fn count(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Hit => &self.hits,
+            Outcome::Miss => &self.misses,
+            Outcome::Stale => &self.stale,
+            Outcome::Coalesced => &self.coalesced,
+            Outcome::Bypass => &self.bypass,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The cache.
+#[derive(Debug)]
+pub struct Cache {
+    entries: moka::future::Cache<Key, Arc<Entry>>,
+    policy: Policy,
+    enabled: bool,
+    max_entry: u64,
+    generations: Mutex<HashMap<String, u64>>,
+    /// Answers by outcome.
+    pub counters: Counters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Per-entry lifetime: TTL plus stale.
+struct Lifetime;
+
+impl moka::Expiry<Key, Arc<Entry>> for Lifetime {
+    fn expire_after_create(
+        &self,
+        _: &Key,
+        entry: &Arc<Entry>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(entry.stale_until.saturating_duration_since(entry.stored))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Key,
+        entry: &Arc<Entry>,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.stale_until.saturating_duration_since(entry.stored))
+    }
+}
+
+impl Cache {
+    /// The cache for validated settings.
+    pub fn new(settings: &Settings) -> Cache {
+        let c = &settings.cache;
+        let max_size = c.max_size.as_u64();
+        let entries = moka::future::Cache::builder()
+            .max_capacity(max_size)
+            .weigher(|_: &Key, entry: &Arc<Entry>| entry.weight)
+            .expire_after(Lifetime)
+            .support_invalidation_closures()
+            .build();
+        Cache {
+            entries,
+            policy: Policy::new(c.ttl, c.stale, &c.rules),
+            enabled: c.enabled && max_size > 0,
+            // One answer may not take more than a quarter of the cache.
+            max_entry: (max_size / 4).min(u32::MAX as u64),
+            generations: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+        }
+    }
+
+    /// False when `cache.enabled = false`.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The TTL rules.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The current generation of a family.
+    pub fn generation(&self, family: &str) -> u64 {
+        lock(&self.generations).get(family).copied().unwrap_or(0)
+    }
+
+    /// Finds a usable entry: fresh, stale, or none (expired, or written to since).
+    pub async fn lookup(&self, key: &Key, now: Instant) -> Lookup {
+        let Some(entry) = self.entries.get(key).await else {
+            return Lookup::Miss;
+        };
+        if entry.generation != self.generation(&entry.family) {
+            return Lookup::Miss;
+        }
+        if now < entry.fresh_until {
+            Lookup::Fresh(entry)
+        } else if now < entry.stale_until {
+            Lookup::Stale(entry)
+        } else {
+            Lookup::Miss
+        }
+    }
+
+    /// Makes an entry of a store's 200 answer, fresh for `ttl`; `None` when it is too big.
+    pub fn entry(
+        &self,
+        key: &Key,
+        mut headers: HeaderMap,
+        body: Bytes,
+        ttl: Duration,
+        generation: u64,
+        now: Instant,
+    ) -> Option<Arc<Entry>> {
+        for name in MOMENT_HEADERS {
+            headers.remove(name);
+        }
+        let etag = match headers.get(ETAG) {
+            Some(tag) => tag.clone(),
+            None => {
+                let digest = Sha256::digest(&body);
+                let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+                let tag = HeaderValue::try_from(format!("\"bc-{hex}\"")).ok()?;
+                headers.insert(ETAG, tag.clone());
+                tag
+            }
+        };
+        let last_modified = headers
+            .get(LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        let header_bytes: usize = headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        let weight = body.len() as u64 + header_bytes as u64 + key.target.len() as u64 + 64;
+        if weight > self.max_entry {
+            return None;
+        }
+        Some(Arc::new(Entry {
+            status: StatusCode::OK,
+            headers,
+            body,
+            stored: now,
+            fresh_until: now + ttl,
+            stale_until: now + ttl + self.policy.stale(),
+            etag,
+            last_modified,
+            family: family(key.path()).into(),
+            generation,
+            weight: weight as u32,
+        }))
+    }
+
+    /// Stores an entry, unless its family was written to since the fetch began (then the
+    /// answer may predate the write). True when stored.
+    pub async fn insert(&self, key: Key, entry: Arc<Entry>) -> bool {
+        if entry.generation != self.generation(&entry.family) {
+            return false;
+        }
+        self.entries.insert(key, entry).await;
+        true
+    }
+
+    /// Drops every entry of a family (a write to it may have changed any of them).
+    pub fn invalidate(&self, family: &str) {
+        let generation = {
+            let mut generations = lock(&self.generations);
+            let g = generations.entry(family.to_string()).or_insert(0);
+            *g += 1;
+            *g
+        };
+        tracing::debug!(family, generation, "cache.invalidated");
+        let family: Arc<str> = family.into();
+        // Correctness comes from the generation; this frees the memory.
+        let _ = self.entries.invalidate_entries_if(move |_, entry| {
+            entry.family == family && entry.generation < generation
+        });
+    }
+
+    /// Entries and their weight in bytes (after pending maintenance).
+    pub async fn size(&self) -> (u64, u64) {
+        self.entries.run_pending_tasks().await;
+        (self.entries.entry_count(), self.entries.weighted_size())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(max_size: &str) -> Settings {
+        let text = format!(
+            "[upstream]\nurl = \"https://x\"\nusername = \"u\"\napi_key = \"k\"\n[cache]\nmax_size = \"{max_size}\"\nttl = \"60s\"\nstale = \"1h\"\n"
+        );
+        Settings::from_toml(&text, HashMap::new()).unwrap()
+    }
+
+    fn key(target: &str) -> Key {
+        Key {
+            target: target.into(),
+            xml: false,
+            gzip: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn fresh_then_stale_then_gone() {
+        let cache = Cache::new(&settings("1MiB"));
+        let now = Instant::now();
+        let k = key("/api/v2/products/1");
+        let e = cache
+            .entry(
+                &k,
+                HeaderMap::new(),
+                Bytes::from_static(b"{}"),
+                Duration::from_secs(60),
+                0,
+                now,
+            )
+            .unwrap();
+        assert!(cache.insert(k.clone(), e).await);
+        assert!(matches!(cache.lookup(&k, now).await, Lookup::Fresh(_)));
+        assert!(matches!(
+            cache.lookup(&k, now + Duration::from_secs(61)).await,
+            Lookup::Stale(_)
+        ));
+        assert!(matches!(
+            cache.lookup(&k, now + Duration::from_secs(3661)).await,
+            Lookup::Miss
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_write_drops_the_family_and_refuses_answers_fetched_before_it() {
+        let cache = Cache::new(&settings("1MiB"));
+        let now = Instant::now();
+        let (list, item, other) = (
+            key("/api/v2/products?page=1"),
+            key("/api/v2/products/5/skus"),
+            key("/api/v2/brands/1"),
+        );
+        for k in [&list, &item, &other] {
+            let e = cache
+                .entry(
+                    k,
+                    HeaderMap::new(),
+                    Bytes::from_static(b"[]"),
+                    Duration::from_secs(60),
+                    0,
+                    now,
+                )
+                .unwrap();
+            cache.insert(k.clone(), e).await;
+        }
+        let before = cache.generation("/api/v2/products");
+        cache.invalidate("/api/v2/products");
+        assert!(matches!(cache.lookup(&list, now).await, Lookup::Miss));
+        assert!(matches!(cache.lookup(&item, now).await, Lookup::Miss));
+        assert!(matches!(cache.lookup(&other, now).await, Lookup::Fresh(_)));
+        // An answer whose fetch began before the write is not stored.
+        let late = cache
+            .entry(
+                &list,
+                HeaderMap::new(),
+                Bytes::from_static(b"old"),
+                Duration::from_secs(60),
+                before,
+                now,
+            )
+            .unwrap();
+        assert!(!cache.insert(list.clone(), late).await);
+        assert!(matches!(cache.lookup(&list, now).await, Lookup::Miss));
+    }
+
+    #[tokio::test]
+    async fn validators_and_conditional_requests() {
+        let cache = Cache::new(&settings("1MiB"));
+        let now = Instant::now();
+        let k = key("/api/v2/products/1");
+        let e = cache
+            .entry(
+                &k,
+                HeaderMap::new(),
+                Bytes::from_static(b"{\"id\":1}"),
+                Duration::from_secs(60),
+                0,
+                now,
+            )
+            .unwrap();
+        let tag = e.etag.to_str().unwrap().to_string();
+        assert!(tag.starts_with("\"bc-"));
+        let mut h = HeaderMap::new();
+        h.insert(
+            IF_NONE_MATCH,
+            HeaderValue::from_str(&format!("\"x\", W/{tag}")).unwrap(),
+        );
+        assert!(e.not_modified(&h));
+        h.insert(IF_NONE_MATCH, HeaderValue::from_static("\"other\""));
+        assert!(!e.not_modified(&h));
+        let mut stored = HeaderMap::new();
+        stored.insert(
+            LAST_MODIFIED,
+            HeaderValue::from_static("Fri, 02 Feb 2024 00:00:00 GMT"),
+        );
+        let e = cache
+            .entry(
+                &k,
+                stored,
+                Bytes::from_static(b"{}"),
+                Duration::from_secs(60),
+                0,
+                now,
+            )
+            .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            IF_MODIFIED_SINCE,
+            HeaderValue::from_static("Sat, 03 Feb 2024 00:00:00 GMT"),
+        );
+        assert!(e.not_modified(&h));
+        h.insert(
+            IF_MODIFIED_SINCE,
+            HeaderValue::from_static("Thu, 01 Feb 2024 00:00:00 GMT"),
+        );
+        assert!(!e.not_modified(&h));
+    }
+
+    #[tokio::test]
+    async fn the_size_bound_holds() {
+        let cache = Cache::new(&settings("64KiB"));
+        let now = Instant::now();
+        for i in 0..200 {
+            let k = key(&format!("/api/v2/products?page={i}"));
+            let e = cache
+                .entry(
+                    &k,
+                    HeaderMap::new(),
+                    Bytes::from(vec![b'x'; 1000]),
+                    Duration::from_secs(60),
+                    0,
+                    now,
+                )
+                .unwrap();
+            cache.insert(k, e).await;
+        }
+        let (_, bytes) = cache.size().await;
+        assert!(bytes <= 64 * 1024, "{bytes}");
+        assert!(
+            cache
+                .entry(
+                    &key("/big"),
+                    HeaderMap::new(),
+                    Bytes::from(vec![0; 17 * 1024]),
+                    Duration::from_secs(1),
+                    0,
+                    now
+                )
+                .is_none()
+        );
+    }
+}
