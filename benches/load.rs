@@ -1,15 +1,17 @@
 //! Load benchmark: the simulator and the proxy as separate processes, driven over loopback by
 //! many keep-alive connections, straight at the simulator and through the proxy in one run.
 //!
-//! `cargo bench --bench load` runs two scenarios (`BENCH_SCENARIOS=throughput,budget`):
+//! `cargo bench --bench load` runs three scenarios (`BENCH_SCENARIOS=throughput,cache,budget`):
 //!
 //! - **throughput**: the simulator answering with zero latency and an unlimited budget;
 //!   requests/s, p50 and p99, direct and through the proxy, and the ratio
 //!   (`BENCH_CONNECTIONS`, default 64; `BENCH_SECONDS`, default 10; `BENCH_PATH`;
 //!   `BENCH_LOG_LEVEL`, default info).
+//! - **cache**: the same load, the proxy answering from its cache (every call a hit) against
+//!   the simulator answering with zero latency;
 //! - **budget**: a store allowing 300 calls per 6 s and an app asking as fast as 16
 //!   connections go for 15 s over 20 products; how many of the app's GETs get a 200 and how
-//!   many a 509, direct and through the proxy (whose budget is the store's).
+//!   many a 509, direct and through the proxy (whose budget is the store's), cache off and on.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -384,7 +386,10 @@ async fn budget() {
     );
     sim.stop().await;
 
-    for (name, cache) in [("via proxy, cache off", "false")] {
+    for (name, cache) in [
+        ("via proxy, cache off", "false"),
+        ("via proxy, cache on", "true"),
+    ] {
         let sim = Process::sim(&["--limit", &limit_text, "--window", window]).await;
         let proxy = Process::proxy(
             sim.addr,
@@ -412,14 +417,65 @@ async fn budget() {
     }
 }
 
+async fn cache() {
+    let connections: usize = env_or("BENCH_CONNECTIONS", 64);
+    let seconds: f64 = env_or("BENCH_SECONDS", 10.0);
+    let path: String = env_or("BENCH_PATH", "/api/v2/products/1".to_string());
+    let sim = Process::sim(&["--limit", "100000000"]).await;
+    let proxy = Process::proxy(
+        sim.addr,
+        "[budget]\nlimit = 100000000\n[cache]\nenabled = true\nttl = \"10m\"",
+    )
+    .await;
+    let paths = [path.clone()];
+    // One miss fills the entry; every call after it is a hit.
+    drive(proxy.addr, &paths, None, 1, 0.2, Duration::ZERO).await;
+
+    println!(
+        "\ncache: {connections} keep-alive connections, {seconds}s per run, GET {path}: the simulator answering (zero latency) vs the proxy answering from its cache"
+    );
+    let warmup = Duration::from_millis(500);
+    let direct = drive(
+        sim.addr,
+        &paths,
+        Some(sim_auth()),
+        connections,
+        seconds,
+        warmup,
+    )
+    .await;
+    let hits = drive(proxy.addr, &paths, None, connections, seconds, warmup).await;
+    println!(
+        "{:<16} {:>12} {:>10} {:>10}",
+        "", "requests/s", "p50 ms", "p99 ms"
+    );
+    for (name, run) in [("sim direct", &direct), ("proxy cache hit", &hits)] {
+        println!(
+            "{name:<16} {:>12.0} {:>10.3} {:>10.3}",
+            run.rps(),
+            run.percentile(0.50),
+            run.percentile(0.99)
+        );
+    }
+    println!(
+        "ratio hit/direct: throughput {:.2}, p50 {:.2}x, p99 {:.2}x",
+        hits.rps() / direct.rps(),
+        hits.percentile(0.50) / direct.percentile(0.50),
+        hits.percentile(0.99) / direct.percentile(0.99)
+    );
+    proxy.stop().await;
+    sim.stop().await;
+}
+
 #[tokio::main]
 async fn main() {
-    let scenarios: String = env_or("BENCH_SCENARIOS", "throughput,budget".to_string());
+    let scenarios: String = env_or("BENCH_SCENARIOS", "throughput,cache,budget".to_string());
     for scenario in scenarios.split(',') {
         match scenario.trim() {
             "throughput" => throughput().await,
+            "cache" => cache().await,
             "budget" => budget().await,
-            other => eprintln!("unknown scenario {other:?} (throughput, budget)"),
+            other => eprintln!("unknown scenario {other:?} (throughput, cache, budget)"),
         }
     }
 }
