@@ -5,10 +5,13 @@
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::sync::Arc;
+
 use http::{HeaderValue, Request};
 use tokio::time::Instant;
 
 use crate::error::ErrorShape;
+use crate::metrics::Metrics;
 use crate::telemetry::{self, AccessRecord};
 
 /// Header carrying the call's id, to the app and to the store.
@@ -31,12 +34,18 @@ pub struct Call {
     pub request_id: HeaderValue,
     /// `scheme://host[:port]` the app called, for rewriting the store's `Location`.
     pub app_origin: Option<String>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Call {
     /// Starts the context of a call: its id (the app's own if it sent a usable one), method,
     /// path and error shape.
-    pub fn start<B>(req: &Request<B>, ids: &RequestIds, scheme: &str) -> Call {
+    pub fn start<B>(
+        req: &Request<B>,
+        ids: &RequestIds,
+        scheme: &str,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Call {
         let request_id = req
             .headers()
             .get(REQUEST_ID)
@@ -67,6 +76,7 @@ impl Call {
             ),
             request_id,
             app_origin,
+            metrics,
         }
     }
 }
@@ -102,6 +112,9 @@ impl Drop for Call {
         }
         self.record.total_ms = telemetry::ms(self.started.elapsed());
         telemetry::access(&self.record);
+        if let Some(metrics) = &self.metrics {
+            metrics.record(&self.record);
+        }
     }
 }
 
@@ -153,13 +166,16 @@ mod tests {
             .header(REQUEST_ID, "app-42")
             .body(())
             .unwrap();
-        let call = Call::start(&req, &ids, "http");
+        let call = Call::start(&req, &ids, "http", None);
         assert_eq!(call.request_id, "app-42");
         let bad = Request::get("/")
             .header(REQUEST_ID, "has space")
             .body(())
             .unwrap();
-        assert_ne!(Call::start(&bad, &ids, "http").request_id, "has space");
+        assert_ne!(
+            Call::start(&bad, &ids, "http", None).request_id,
+            "has space"
+        );
     }
 
     #[test]
@@ -170,10 +186,10 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(
-            Call::start(&req, &ids, "http").app_origin.as_deref(),
+            Call::start(&req, &ids, "http", None).app_origin.as_deref(),
             Some("http://127.0.0.1:8080")
         );
         let bad = Request::get("/x").header("host", "a b").body(()).unwrap();
-        assert_eq!(Call::start(&bad, &ids, "http").app_origin, None);
+        assert_eq!(Call::start(&bad, &ids, "http", None).app_origin, None);
     }
 }

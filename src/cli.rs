@@ -11,7 +11,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::app;
+use base64::Engine;
+
+use crate::app::{self, App};
 use crate::config::{ConfigError, DEFAULT_PATH, Dialect, Settings, Sources};
 use crate::server::shutdown_signal;
 use crate::sim::{self, Sim, SimConfig};
@@ -44,6 +46,14 @@ enum Command {
     Demo(DemoArgs),
     /// Run the store simulator alone (offline development, tests, benchmarks).
     Sim(SimArgs),
+    /// Print a new random app token and the [[clients]] block with its hash.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// The app's name (its [[clients]] name, and its Basic user name).
+    name: String,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +157,7 @@ pub fn main() -> ExitCode {
             Some(Command::Check(args)) => check(args),
             Some(Command::Demo(args)) => demo(args).await,
             Some(Command::Sim(args)) => run_sim(args).await,
+            Some(Command::Token(args)) => token(args),
         }
     });
     match result {
@@ -160,7 +171,7 @@ pub fn main() -> ExitCode {
 
 /// Loads settings: an explicit `--config`/`$BCPROXY_CONFIG` must exist; the default file is
 /// used when present, else defaults plus environment.
-fn load(args: &ConfigArgs) -> Result<(PathBuf, Settings), Failure> {
+fn load(args: &ConfigArgs) -> Result<(PathBuf, Sources, Settings), Failure> {
     let (path, file) = match &args.config {
         Some(path) => (path.clone(), Some(path.clone())),
         None => {
@@ -169,15 +180,16 @@ fn load(args: &ConfigArgs) -> Result<(PathBuf, Settings), Failure> {
             (path, file)
         }
     };
-    let settings = Settings::load(&Sources {
+    let sources = Sources {
         file,
         ..Sources::default()
-    })?;
-    Ok((path, settings))
+    };
+    let settings = Settings::load(&sources)?;
+    Ok((path, sources, settings))
 }
 
 fn check(args: ConfigArgs) -> Result<(), Failure> {
-    let (path, settings) = load(&args)?;
+    let (path, _, settings) = load(&args)?;
     println!(
         "# {} is valid; effective settings (secrets redacted):\n",
         path.display()
@@ -187,18 +199,50 @@ fn check(args: ConfigArgs) -> Result<(), Failure> {
 }
 
 async fn run(args: ConfigArgs) -> Result<(), Failure> {
-    let (_, settings) = load(&args)?;
-    crate::telemetry::init(&settings.log).map_err(|e| Failure::Other(e.to_string()))?;
-    let listener = TcpListener::bind(settings.listen.addr).await.map_err(|e| {
-        Failure::Other(format!(
-            "cannot listen on {} (listen.addr): {e}",
-            settings.listen.addr
-        ))
-    })?;
-    app::run(Arc::new(settings), listener, shutdown_signal())
+    let (_, sources, settings) = load(&args)?;
+    let level = crate::telemetry::init(&settings.log).map_err(|e| Failure::Other(e.to_string()))?;
+    let listener = bind(settings.listen.addr, "listen.addr").await?;
+    let admin = match settings.admin.addr {
+        Some(addr) => Some(bind(addr, "admin.addr").await?),
+        None => None,
+    };
+    let app = App::new(Arc::new(settings)).map_err(|e| Failure::Other(e.to_string()))?;
+    app.reloadable(sources, Some(level))
+        .serve(listener, admin, shutdown_signal())
         .await
         .map(drop)
         .map_err(|e| Failure::Other(e.to_string()))
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, Failure> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::Other(format!("cannot listen on {addr} ({key}): {e}")))
+}
+
+/// Prints a new random app token and the `[[clients]]` block that lets it in.
+fn token(args: TokenArgs) -> Result<(), Failure> {
+    let name = args.name;
+    if name.is_empty()
+        || name.contains(':')
+        || name.chars().any(char::is_control)
+        || name.contains('"')
+    {
+        return Err(Failure::Args(format!(
+            "{name:?} is not a usable client name (no ':', quotes or control characters)"
+        )));
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| Failure::Other(format!("no randomness: {e}")))?;
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    println!(
+        "# The token for {name:?}: give it to the app (Basic auth {name}:<token>, or X-Auth-Token: <token>).\n\
+         # It is shown once; bcproxy keeps only its hash.\n{token}\n\n\
+         # Add this to the proxy's config and reload it (SIGHUP):\n\
+         [[clients]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"",
+        crate::clients::token_sha256(&token)
+    );
+    Ok(())
 }
 
 async fn run_sim(args: SimArgs) -> Result<(), Failure> {

@@ -30,6 +30,11 @@ impl Clients {
         }
     }
 
+    /// The configured names.
+    pub fn names(&self) -> Vec<String> {
+        self.entries.iter().map(|(name, _)| name.clone()).collect()
+    }
+
     /// True when no `[[clients]]` are configured.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

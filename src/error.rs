@@ -21,6 +21,9 @@ pub enum CallError {
     /// The app did not present a credential of a configured `[[clients]]` entry.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// The request's headers are larger than the proxy accepts.
+    #[error("request headers larger than the proxy's limit of {0} bytes")]
+    HeadersTooLarge(usize),
     /// The request body is larger than `listen.max_body`.
     #[error("request body larger than the proxy's limit of {0} bytes (listen.max_body)")]
     BodyTooLarge(u64),
@@ -75,6 +78,7 @@ impl CallError {
             CallError::BadRequest(_) => StatusCode::BAD_REQUEST,
             CallError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             CallError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            CallError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             CallError::Unreachable(_) | CallError::Tls(_) | CallError::BadGateway(_) => {
                 StatusCode::BAD_GATEWAY
             }

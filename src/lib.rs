@@ -3,8 +3,10 @@
 //! Apps point their store base URL at bcproxy; it injects the store's credentials, forwards
 //! every call and logs it as one structured line. The crate is laid out by what each part does:
 //!
+//! - [`admin`]: the admin listener: health, readiness, metrics, status.
 //! - [`cli`]: the command line (`run`, `check`, `demo`, `sim`), the only place that exits.
 //! - [`config`]: settings from TOML and `BCPROXY__SECTION__KEY`, validated, secrets redacted.
+//! - [`admit`]: what a request must look like to be forwarded (paths, framing, sizes).
 //! - [`app`]: running the proxy on a bound listener until shutdown.
 //! - [`server`]: listeners, connections (HTTP/1.1, h2, TLS), limits, graceful shutdown.
 //! - [`proxy`]: a call's life, stage by stage: admit, wait, forward, finish.
@@ -15,6 +17,8 @@
 //! - [`clients`]: app credentials (`[[clients]]`).
 //! - [`error`]: how a call can fail, rendered in the store's own error shapes.
 //! - [`body`]: the body types that stream between app and store.
+//! - [`framing`]: the guard that refuses request-smuggling shapes before hyper reads them.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`telemetry`]: log setup and the access event.
 //! - [`tls`]: PEM loading, server and client TLS configs.
 //! - [`secret`]: the redacting secret type.
@@ -22,6 +26,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod admit;
 pub mod app;
 pub mod body;
 pub mod budget;
@@ -31,6 +37,8 @@ pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod error;
+pub mod framing;
+pub mod metrics;
 pub mod proxy;
 pub mod secret;
 pub mod server;

@@ -16,8 +16,8 @@
 //!    budget, `Location` pointing back at the proxy), and the body that writes the access event
 //!    when it is done. Every exit, errors included, goes through `finish`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -39,6 +39,7 @@ use crate::call::{Call, REQUEST_ID, RequestIds, Trip};
 use crate::clients::Clients;
 use crate::config::{Dialect, Settings};
 use crate::error::{CallError, Throttle, error_body};
+use crate::metrics::{Metrics, Snapshot};
 use crate::telemetry;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -69,14 +70,25 @@ pub struct Proxy {
     budget: Arc<dyn Budget>,
     cache: Cache,
     flights: Arc<Flights<Shared>>,
-    clients: Clients,
+    /// What a reload may change while calls go on.
+    live: RwLock<Arc<Live>>,
     ids: RequestIds,
     dialect: Dialect,
     remaining_header: HeaderName,
     max_body: u64,
-    max_wait: Duration,
     scheme: &'static str,
     counters: Counters,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    /// When the store last answered (anything), for readiness.
+    last_answer: Mutex<Option<Instant>>,
+}
+
+/// Settings a reload changes for the calls that follow.
+#[derive(Debug)]
+struct Live {
+    clients: Clients,
+    max_wait: Duration,
 }
 
 impl Proxy {
@@ -88,7 +100,10 @@ impl Proxy {
             budget,
             cache: Cache::new(settings),
             flights: Arc::new(Flights::default()),
-            clients: Clients::new(&settings.clients),
+            live: RwLock::new(Arc::new(Live {
+                clients: Clients::new(&settings.clients),
+                max_wait: settings.budget.max_wait,
+            })),
             ids: RequestIds::default(),
             dialect,
             remaining_header: HeaderName::from_static(match dialect {
@@ -96,14 +111,104 @@ impl Proxy {
                 Dialect::Oauth => crate::budget::report::OAUTH_LEFT,
             }),
             max_body: settings.listen.max_body.as_u64(),
-            max_wait: settings.budget.max_wait,
             scheme: if settings.listen.tls_cert.is_some() {
                 "https"
             } else {
                 "http"
             },
             counters: Counters::default(),
+            metrics: Arc::new(Metrics::default()),
+            started: Instant::now(),
+            last_answer: Mutex::new(None),
         })
+    }
+
+    /// Applies a reloaded configuration to the calls that follow: app clients, `max_wait`,
+    /// cache rules and the store's credential. (The budget's numbers are the budget's.)
+    pub fn reload(&self, settings: &Settings) -> Result<(), UpstreamError> {
+        self.upstream.set_credential(settings)?;
+        self.cache.set_policy(settings);
+        let live = Live {
+            clients: Clients::new(&settings.clients),
+            max_wait: settings.budget.max_wait,
+        };
+        *self
+            .live
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(live);
+        Ok(())
+    }
+
+    fn live(&self) -> Arc<Live> {
+        self.live
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The metrics recorded call by call.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Everything the metrics and status endpoints read at once.
+    pub fn snapshot(&self) -> Snapshot {
+        let c = &self.cache.counters;
+        let (cache_entries, cache_bytes) = self.cache.size_now();
+        Snapshot {
+            budget: self.budget.view(),
+            totals: self.budget.totals(),
+            throttled: self.counters.throttled.load(Ordering::Relaxed),
+            upstream_errors: self.counters.upstream_errors.load(Ordering::Relaxed),
+            cache_entries,
+            cache_bytes,
+            cache: [&c.hits, &c.misses, &c.stale, &c.coalesced, &c.bypass]
+                .map(|n| n.load(Ordering::Relaxed)),
+            uptime: self.started.elapsed(),
+        }
+    }
+
+    /// True when the store answered (anything) within `within`; else a connection to it is
+    /// tried (TCP and TLS, no API call, no budget spent).
+    pub async fn store_reachable(&self, within: Duration) -> bool {
+        let last = *self
+            .last_answer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|at| at.elapsed() < within) {
+            return true;
+        }
+        let reachable = self.upstream.probe().await;
+        if reachable {
+            self.note_answer();
+        }
+        reachable
+    }
+
+    /// Seconds since the store last answered, if it has.
+    pub fn last_answer_ago(&self) -> Option<Duration> {
+        let last = *self
+            .last_answer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.map(|at| at.elapsed())
+    }
+
+    /// The `[[clients]]` names (for `/status`).
+    pub fn client_names(&self) -> Vec<String> {
+        self.live().clients.names()
+    }
+
+    /// The store's URL and the budget dialect (for `/status`).
+    pub fn upstream_description(&self) -> (String, Dialect) {
+        (self.upstream.url_string(), self.dialect)
+    }
+
+    fn note_answer(&self) {
+        *self
+            .last_answer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
     }
 
     /// The budget the proxy spends.
@@ -123,7 +228,7 @@ impl Proxy {
 
     /// Serves one call from arrival to the response the app gets.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
-        let mut call = Call::start(&req, &self.ids, self.scheme);
+        let mut call = Call::start(&req, &self.ids, self.scheme, Some(self.metrics.clone()));
         let outcome = self.serve(&mut call, req).await;
         self.finish(call, outcome)
     }
@@ -141,7 +246,7 @@ impl Proxy {
         let written =
             (Class::of(req.method()) == Class::Write).then(|| cache::family(req.uri().path()));
         let mut trip = Trip::default();
-        let deadline = call.started + self.max_wait;
+        let deadline = call.started + self.live().max_wait;
         let result = self
             .forward(&mut trip, &call.request_id, deadline, req)
             .await;
@@ -158,10 +263,15 @@ impl Proxy {
     async fn admit(
         &self,
         call: &mut Call,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
     ) -> Result<Request<Body>, CallError> {
-        check_target(&req)?;
+        if let Some(why) = crate::framing::refusal(req.headers()) {
+            return Err(CallError::BadRequest(why));
+        }
+        req.headers_mut().remove(crate::framing::REFUSED_HEADER);
+        crate::admit::check(req.method(), req.uri(), req.headers())?;
         call.record.client = self
+            .live()
             .clients
             .authenticate(req.headers())?
             .map(str::to_string);
@@ -229,7 +339,7 @@ impl Proxy {
         let deadline = if fallback.is_some() {
             Instant::now()
         } else {
-            call.started + self.max_wait
+            call.started + self.live().max_wait
         };
         let (shared, outcome) = self.fetch_shared(call, &req, plan, deadline).await;
         let stale = |call: &mut Call, why: String| {
@@ -435,7 +545,10 @@ impl Proxy {
             let req = Request::from_parts(parts.clone(), body.body());
             let can_retry = class == Class::Read && !retried;
             let response = match self.upstream.send(req, request_id, Some(slot), trip).await {
-                Ok(response) => response,
+                Ok(response) => {
+                    self.note_answer();
+                    response
+                }
                 Err(error) if can_retry && error.is_transient() => {
                     tracing::info!(request_id = %String::from_utf8_lossy(request_id.as_bytes()), error = %error, "upstream.retry");
                     retried = true;
@@ -619,33 +732,6 @@ fn may_have_changed_the_store(result: &Result<Response<Body>, CallError>) -> boo
     }
 }
 
-/// Rejects targets that cannot name a store resource: CONNECT, `*`, and dot-segments (which
-/// could climb out of `upstream.url`'s path prefix).
-fn check_target<B>(req: &Request<B>) -> Result<(), CallError> {
-    if req.method() == Method::CONNECT {
-        return Err(CallError::BadRequest(
-            "CONNECT is not supported: this is a reverse proxy".into(),
-        ));
-    }
-    let path = req.uri().path();
-    if !path.starts_with('/') {
-        return Err(CallError::BadRequest(format!(
-            "request target {path:?} is not a path"
-        )));
-    }
-    if path.split('/').any(is_dot_segment) {
-        return Err(CallError::BadRequest(
-            "dot-segments (. or ..) are not allowed in the path".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn is_dot_segment(segment: &str) -> bool {
-    let lower = segment.to_ascii_lowercase().replace("%2e", ".");
-    lower == "." || lower == ".."
-}
-
 /// Reads and throws away the rest of an oversized body in the background, so that hyper can
 /// keep the connection for the app's next call; gives up (and the connection closes) past
 /// [`DRAIN_LIMIT`] or [`DRAIN_TIME`].
@@ -662,21 +748,4 @@ fn drain(mut incoming: Incoming) {
         })
         .await;
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dot_segments_are_refused() {
-        let ok = |p: &str| check_target(&Request::get(p).body(()).unwrap()).is_ok();
-        assert!(ok("/api/v2/products/5"));
-        assert!(ok("/api/v2/products.json"));
-        assert!(ok("/a/...b/c"));
-        assert!(!ok("/api/v2/../admin"));
-        assert!(!ok("/api/v2/%2e%2E/admin"));
-        assert!(!ok("/api/./v2"));
-        assert!(!ok("/api/v2/.%2e"));
-    }
 }

@@ -19,6 +19,12 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::BoxError;
+use crate::framing::FramingGuard;
+
+/// Most header fields a request may have; more get `431`.
+pub const MAX_HEADERS: usize = 100;
+/// Most bytes of request headers (HTTP/1 read buffer, h2 header list); more get `431`.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// The first bytes an h2 client with prior knowledge sends.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -94,9 +100,13 @@ where
     let mut h1 = auto::Builder::new(TokioExecutor::new()).http1_only();
     h1.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_timeout);
+        .header_read_timeout(options.header_timeout)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEADER_BYTES);
     let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
-    h2.http2().timer(TokioTimer::new());
+    h2.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
 
     tokio::pin!(shutdown);
     loop {
@@ -133,29 +143,32 @@ where
                     else {
                         return;
                     };
-                    let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                    let builder = if is_h2 { h2 } else { h1 };
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection(TokioIo::new(tls), service)
-                                .into_owned(),
-                        )
-                        .await
+                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        watcher
+                            .watch(h2.serve_connection(TokioIo::new(tls), service).into_owned())
+                            .await
+                    } else {
+                        let io = TokioIo::new(FramingGuard::new(tls));
+                        watcher
+                            .watch(h1.serve_connection(io, service).into_owned())
+                            .await
+                    }
                 }
                 None => {
                     let Ok(Ok(is_h2)) = tokio::time::timeout(header_timeout, sniff_h2(&tcp)).await
                     else {
                         return; // nothing (or not enough) arrived in time: drop the connection
                     };
-                    let builder = if is_h2 { h2 } else { h1 };
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection(TokioIo::new(tcp), service)
-                                .into_owned(),
-                        )
-                        .await
+                    if is_h2 {
+                        watcher
+                            .watch(h2.serve_connection(TokioIo::new(tcp), service).into_owned())
+                            .await
+                    } else {
+                        let io = TokioIo::new(FramingGuard::new(tcp));
+                        watcher
+                            .watch(h1.serve_connection(io, service).into_owned())
+                            .await
+                    }
                 }
             };
             if let Err(e) = result {

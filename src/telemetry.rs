@@ -28,8 +28,15 @@ pub enum TelemetryError {
     AlreadySet,
 }
 
-/// A subscriber for `log` settings writing to `writer` (stdout in production, a buffer in tests).
-pub fn subscriber<W>(log: &Log, writer: W) -> Result<tracing::Dispatch, TelemetryError>
+/// Changes the level filter of a running subscriber (`log.level` on reload).
+pub type LevelHandle = std::sync::Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// A subscriber for `log` settings writing to `writer` (stdout in production, a buffer in
+/// tests), and the handle that changes its level.
+pub fn subscriber<W>(
+    log: &Log,
+    writer: W,
+) -> Result<(tracing::Dispatch, LevelHandle), TelemetryError>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -37,16 +44,34 @@ where
     let builder = tracing_subscriber::fmt()
         .with_writer(writer)
         .with_env_filter(filter);
+    fn level<S: Send + Sync + 'static>(
+        handle: tracing_subscriber::reload::Handle<EnvFilter, S>,
+    ) -> LevelHandle {
+        std::sync::Arc::new(move |level: &str| {
+            let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+            handle.reload(filter).map_err(|e| e.to_string())
+        })
+    }
     Ok(match log.format {
-        LogFormat::Json => builder.event_format(JsonLines).into(),
-        LogFormat::Text => builder.with_target(false).into(),
+        LogFormat::Json => {
+            let builder = builder.event_format(JsonLines).with_filter_reloading();
+            let handle = level(builder.reload_handle());
+            (builder.finish().into(), handle)
+        }
+        LogFormat::Text => {
+            let builder = builder.with_target(false).with_filter_reloading();
+            let handle = level(builder.reload_handle());
+            (builder.finish().into(), handle)
+        }
     })
 }
 
-/// Installs the process-wide subscriber writing to stdout.
-pub fn init(log: &Log) -> Result<(), TelemetryError> {
-    let dispatch = subscriber(log, std::io::stdout)?;
-    tracing::dispatcher::set_global_default(dispatch).map_err(|_| TelemetryError::AlreadySet)
+/// Installs the process-wide subscriber writing to stdout; returns the handle that changes
+/// its level.
+pub fn init(log: &Log) -> Result<LevelHandle, TelemetryError> {
+    let (dispatch, handle) = subscriber(log, std::io::stdout)?;
+    tracing::dispatcher::set_global_default(dispatch).map_err(|_| TelemetryError::AlreadySet)?;
+    Ok(handle)
 }
 
 /// The fields of one access event. Everything here is safe to log: no credential is ever put
@@ -221,7 +246,7 @@ mod tests {
     fn access_lines_are_flat_json_with_nulls() {
         let buf = Buf::default();
         let writer = buf.clone();
-        let dispatch = subscriber(&Log::default(), move || writer.clone()).unwrap();
+        let (dispatch, _) = subscriber(&Log::default(), move || writer.clone()).unwrap();
         tracing::dispatcher::with_default(&dispatch, || {
             access(&AccessRecord {
                 request_id: "r1".into(),

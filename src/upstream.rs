@@ -1,6 +1,7 @@
 //! The store side: the pooled HTTPS client, request and response rewriting, and credential
 //! injection. This is the only module that sees the store's credential.
 
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -110,12 +111,15 @@ impl Credential {
 }
 
 /// The store: where calls go, with what credential, through which client.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     url: UpstreamUrl,
-    credential: Credential,
+    /// Replaced whole by a reload (key rotation).
+    credential: RwLock<Arc<Credential>>,
     timeout: Duration,
+    connect_timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 /// The upstream client could not be built.
@@ -133,13 +137,13 @@ impl Upstream {
     /// Builds the pooled client (HTTP/1.1 and h2 by ALPN over rustls) for validated settings.
     pub fn new(settings: &Settings) -> Result<Upstream, UpstreamError> {
         let up = &settings.upstream;
-        let tls = crate::tls::client_config(up.ca_file.as_deref())?;
+        let tls = Arc::new(crate::tls::client_config(up.ca_file.as_deref())?);
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(up.connect_timeout));
         http.set_nodelay(true);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config((*tls).clone())
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -152,9 +156,62 @@ impl Upstream {
         Ok(Upstream {
             client,
             url: settings.upstream_url().clone(),
-            credential: Credential::from_settings(settings)?,
+            credential: RwLock::new(Arc::new(Credential::from_settings(settings)?)),
             timeout: up.timeout,
+            connect_timeout: up.connect_timeout,
+            tls,
         })
+    }
+
+    /// The store's URL, for display.
+    pub fn url_string(&self) -> String {
+        self.url.to_string()
+    }
+
+    /// Takes the credential of a reloaded configuration (a rotated key) for the calls that
+    /// follow.
+    pub fn set_credential(&self, settings: &Settings) -> Result<(), UpstreamError> {
+        let credential = Arc::new(Credential::from_settings(settings)?);
+        *self
+            .credential
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = credential;
+        Ok(())
+    }
+
+    /// True when a TCP (and, for https, TLS) connection to the store can be made within the
+    /// connect timeout. Sends no request, so it spends no budget.
+    pub async fn probe(&self) -> bool {
+        let host = self
+            .url
+            .authority()
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let https = *self.url.scheme() == http::uri::Scheme::HTTPS;
+        let port = self
+            .url
+            .authority()
+            .port_u16()
+            .unwrap_or(if https { 443 } else { 80 });
+        let attempt = async {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+                .await
+                .ok()?;
+            if https {
+                let name = rustls_pki_types::ServerName::try_from(host.clone()).ok()?;
+                tokio_rustls::TlsConnector::from(self.tls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .ok()?;
+            }
+            Some(())
+        };
+        matches!(
+            tokio::time::timeout(self.connect_timeout, attempt).await,
+            Ok(Some(()))
+        )
     }
 
     /// Sends a call to the store and returns its response head; the body streams after.
@@ -167,7 +224,12 @@ impl Upstream {
         trip: &mut Trip,
     ) -> Result<Response<UpstreamBody>, CallError> {
         let (mut parts, body) = req.into_parts();
-        rewrite_request(&mut parts, &self.url, &self.credential, request_id)?;
+        let credential = self
+            .credential
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        rewrite_request(&mut parts, &self.url, &credential, request_id)?;
         let req = Request::from_parts(parts, body);
 
         let sent = Instant::now();

@@ -90,7 +90,7 @@ pub enum Verdict {
 }
 
 /// The budget as it stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct View {
     /// The proxy's view of what is left of the store's budget (the write reserve included).
     pub remaining: u64,

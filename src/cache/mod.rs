@@ -15,7 +15,7 @@ pub mod policy;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -168,7 +168,7 @@ impl Counters {
 #[derive(Debug)]
 pub struct Cache {
     entries: moka::future::Cache<Key, Arc<Entry>>,
-    policy: Policy,
+    policy: RwLock<Arc<Policy>>,
     enabled: bool,
     max_entry: u64,
     generations: Mutex<HashMap<String, u64>>,
@@ -217,7 +217,7 @@ impl Cache {
             .build();
         Cache {
             entries,
-            policy: Policy::new(c.ttl, c.stale, &c.rules),
+            policy: RwLock::new(Arc::new(Policy::new(c.ttl, c.stale, &c.rules))),
             enabled: c.enabled && max_size > 0,
             // One answer may not take more than a quarter of the cache.
             max_entry: (max_size / 4).min(u32::MAX as u64),
@@ -232,8 +232,27 @@ impl Cache {
     }
 
     /// The TTL rules.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes new TTL rules (`cache.ttl`, `cache.stale`, `[[cache.rules]]`) from a reload.
+    /// Entries already stored keep the lifetime they were given.
+    pub fn set_policy(&self, settings: &Settings) {
+        let c = &settings.cache;
+        let policy = Arc::new(Policy::new(c.ttl, c.stale, &c.rules));
+        *self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+    }
+
+    /// Entries and bytes now, without waiting for pending maintenance.
+    pub fn size_now(&self) -> (u64, u64) {
+        (self.entries.entry_count(), self.entries.weighted_size())
     }
 
     /// The current generation of a family.
@@ -299,7 +318,7 @@ impl Cache {
             body,
             stored: now,
             fresh_until: now + ttl,
-            stale_until: now + ttl + self.policy.stale(),
+            stale_until: now + ttl + self.policy().stale(),
             etag,
             last_modified,
             family: family(key.path()).into(),

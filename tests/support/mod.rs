@@ -344,7 +344,7 @@ impl Logs {
     pub fn capture() -> (Logs, tracing::dispatcher::DefaultGuard) {
         let logs = Logs::default();
         let writer = logs.clone();
-        let dispatch =
+        let (dispatch, _) =
             bcproxy::telemetry::subscriber(&bcproxy::config::Log::default(), move || {
                 writer.clone()
             })

@@ -1,0 +1,160 @@
+//! What a request must look like to be forwarded at all: a path that cannot leave
+//! `upstream.url`'s prefix, unambiguous body framing (no request-smuggling shapes), and
+//! headers within bounds. Pure, so it can be fuzzed.
+
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, Uri};
+
+use crate::error::CallError;
+use crate::server::MAX_HEADER_BYTES;
+
+/// Checks a request head; the error says what is wrong.
+pub fn check(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), CallError> {
+    if method == Method::CONNECT {
+        return Err(CallError::BadRequest(
+            "CONNECT is not supported: this is a reverse proxy".into(),
+        ));
+    }
+    check_path(uri.path())?;
+    check_framing(headers)?;
+    let size: usize = uri.to_string().len()
+        + headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if size > MAX_HEADER_BYTES {
+        return Err(CallError::HeadersTooLarge(MAX_HEADER_BYTES));
+    }
+    Ok(())
+}
+
+/// A path is forwarded only if it cannot name anything outside the prefix it is appended to:
+/// no `.` or `..` segments (plain or percent-encoded), no encoded slashes, no backslashes.
+pub fn check_path(path: &str) -> Result<(), CallError> {
+    if !path.starts_with('/') {
+        return Err(CallError::BadRequest(format!(
+            "request target {path:?} is not a path"
+        )));
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || path.contains('\\') {
+        return Err(CallError::BadRequest(
+            "encoded slashes and backslashes are not allowed in the path".into(),
+        ));
+    }
+    if path.split('/').any(is_dot_segment) {
+        return Err(CallError::BadRequest(
+            "dot-segments (. or ..) are not allowed in the path".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn is_dot_segment(segment: &str) -> bool {
+    let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+    decoded == "." || decoded == ".."
+}
+
+/// One way to know where the body ends: `Content-Length` once with one value, or
+/// `Transfer-Encoding: chunked` alone. Anything else is how requests get smuggled.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), CallError> {
+    let smuggling = |why: &str| {
+        Err(CallError::BadRequest(format!(
+            "ambiguous body framing: {why}"
+        )))
+    };
+    let lengths = headers.get_all(CONTENT_LENGTH).iter().count();
+    let encodings: Vec<_> = headers.get_all(TRANSFER_ENCODING).iter().collect();
+    if lengths > 1 {
+        return smuggling("more than one Content-Length");
+    }
+    if let Some(length) = headers.get(CONTENT_LENGTH) {
+        if !length.as_bytes().iter().all(u8::is_ascii_digit) || length.is_empty() {
+            return smuggling("Content-Length is not a single number");
+        }
+    }
+    if encodings.is_empty() {
+        return Ok(());
+    }
+    if lengths > 0 {
+        return smuggling("both Content-Length and Transfer-Encoding");
+    }
+    let chunked_only = encodings.len() == 1
+        && encodings[0]
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+    if !chunked_only {
+        return smuggling("a Transfer-Encoding other than chunked");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn paths_that_could_leave_the_prefix_are_refused() {
+        for ok in [
+            "/api/v2/products/5",
+            "/api/v2/products.json",
+            "/a/...b/c",
+            "/a/%2e%2ex",
+        ] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/api/v2/../admin",
+            "/api/v2/%2e%2E/admin",
+            "/api/./v2",
+            "/api/v2/.%2e",
+            "/a%2fb",
+            "/a%5C..",
+            "/a\\b",
+            "*",
+            "",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn framing_must_be_unambiguous() {
+        assert!(check_framing(&headers(&[("content-length", "12")])).is_ok());
+        assert!(check_framing(&headers(&[("transfer-encoding", "Chunked")])).is_ok());
+        assert!(check_framing(&headers(&[])).is_ok());
+        assert!(
+            check_framing(&headers(&[
+                ("content-length", "2"),
+                ("content-length", "2")
+            ]))
+            .is_err()
+        );
+        assert!(check_framing(&headers(&[("content-length", "2, 2")])).is_err());
+        assert!(check_framing(&headers(&[("content-length", "+2")])).is_err());
+        assert!(
+            check_framing(&headers(&[
+                ("content-length", "2"),
+                ("transfer-encoding", "chunked")
+            ]))
+            .is_err()
+        );
+        assert!(check_framing(&headers(&[("transfer-encoding", "gzip, chunked")])).is_err());
+        assert!(
+            check_framing(&headers(&[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked")
+            ]))
+            .is_err()
+        );
+    }
+}
