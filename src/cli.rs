@@ -48,6 +48,15 @@ enum Command {
     Sim(SimArgs),
     /// Print a new random app token and the [[clients]] block with its hash.
     Token(TokenArgs),
+    /// Exit 0 when the admin endpoint answers 200 (a container health check without curl).
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Args)]
+struct HealthArgs {
+    /// The URL to ask.
+    #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
+    url: String,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +167,7 @@ pub fn main() -> ExitCode {
             Some(Command::Demo(args)) => demo(args).await,
             Some(Command::Sim(args)) => run_sim(args).await,
             Some(Command::Token(args)) => token(args),
+            Some(Command::Health(args)) => health(args).await,
         }
     });
     match result {
@@ -218,6 +228,32 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, Failure> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| Failure::Other(format!("cannot listen on {addr} ({key}): {e}")))
+}
+
+/// Asks an admin endpoint; success only for a 200 within five seconds.
+async fn health(args: HealthArgs) -> Result<(), Failure> {
+    use http_body_util::{BodyExt, Empty};
+    let uri: http::Uri = args
+        .url
+        .parse()
+        .map_err(|e| Failure::Args(format!("--url: {e}")))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let ask = async {
+        let response = client.get(uri).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let _ = response.into_body().collect().await;
+        Ok::<_, String>(status)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), ask).await {
+        Ok(Ok(status)) if status == http::StatusCode::OK => Ok(()),
+        Ok(Ok(status)) => Err(Failure::Other(format!("{} answered {status}", args.url))),
+        Ok(Err(e)) => Err(Failure::Other(format!("{}: {e}", args.url))),
+        Err(_) => Err(Failure::Other(format!(
+            "{} did not answer within 5s",
+            args.url
+        ))),
+    }
 }
 
 /// Prints a new random app token and the `[[clients]]` block that lets it in.

@@ -347,3 +347,78 @@ async fn shipped_configs_pass_check() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `bcproxy token NAME` prints a new token and the `[[clients]]` block that lets it in.
+#[tokio::test]
+async fn token_prints_a_working_client_block() {
+    let out = bcproxy(&["token", "erp"]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token = stdout
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.is_empty())
+        .unwrap()
+        .to_string();
+    assert!(token.len() >= 40, "{token}");
+    let block = &stdout[stdout.find("[[clients]]").unwrap()..];
+    let again = bcproxy(&["token", "erp"]).output().await.unwrap();
+    assert!(
+        !String::from_utf8(again.stdout).unwrap().contains(&token),
+        "tokens repeat"
+    );
+
+    let sim = start_sim().await;
+    let proxy = start_proxy(settings(&sim.url(), block, &[])).await;
+    let http = Http::default();
+    let url = format!("{}/api/v2/time", proxy.url());
+    assert_eq!(
+        http.get_with(&url, &[("x-auth-token", &token)])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        http.get_with(&url, &[("x-auth-token", "guess")])
+            .await
+            .status,
+        401
+    );
+
+    let bad = bcproxy(&["token", "a:b"]).output().await.unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+/// `bcproxy health` (the container health check) exits 0 for a 200 and 1 otherwise.
+#[tokio::test]
+async fn health_command_checks_the_admin_endpoint() {
+    let sim = start_sim().await;
+    let proxy = start_proxy_with_admin(settings(&sim.url(), "", &[]), None).await;
+    let url = format!("http://{}/healthz", proxy.admin_addr.unwrap());
+    let ok = bcproxy(&["health", "--url", &url]).output().await.unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let missing = format!("http://{}/nope", proxy.admin_addr.unwrap());
+    assert_eq!(
+        bcproxy(&["health", "--url", &missing])
+            .output()
+            .await
+            .unwrap()
+            .status
+            .code(),
+        Some(1)
+    );
+    let dead = format!("http://{}/healthz", dead_port().await);
+    assert_eq!(
+        bcproxy(&["health", "--url", &dead])
+            .output()
+            .await
+            .unwrap()
+            .status
+            .code(),
+        Some(1)
+    );
+}

@@ -434,3 +434,16 @@ pub fn tls_files() -> TlsFiles {
         key,
     }
 }
+
+/// A proxy with `settings` on a free loopback port, its admin endpoints on another, and
+/// reloads from `sources`.
+pub async fn start_proxy_with_admin(
+    settings: Settings,
+    sources: Option<bcproxy::config::Sources>,
+) -> RunningProxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+    RunningProxy::start_with(settings, listener, Some(admin), sources)
+        .await
+        .expect("start proxy")
+}

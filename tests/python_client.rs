@@ -1,0 +1,141 @@
+//! BigCommerce's official Python client (`bigcommerce` from PyPI) against the proxy's HTTPS
+//! listener, exactly as an app uses it: Basic auth with a `[[clients]]` credential against the
+//! legacy dialect, and OAuth (`BC_API_ENDPOINT`) against the oauth dialect.
+//!
+//! Needs a Python with `bigcommerce==0.23.4`: set `BCPROXY_PYTHON` to it (`.ci/run` does).
+//! Without it the test says so and does nothing; with it, it must pass.
+
+mod support;
+
+use std::process::Stdio;
+
+use bcproxy::clients::token_sha256;
+use bcproxy::config::Dialect;
+use bcproxy::sim::{self, SimConfig};
+use support::*;
+
+fn python() -> Option<String> {
+    match std::env::var("BCPROXY_PYTHON") {
+        Ok(python) if !python.is_empty() => Some(python),
+        _ => {
+            eprintln!(
+                "python_client: BCPROXY_PYTHON is not set; skipping the official-client test (.ci/run sets it)"
+            );
+            None
+        }
+    }
+}
+
+async fn run_client(python: &str, mode: &str, envs: &[(&str, String)]) {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/official_client.py"
+    );
+    let mut cmd = tokio::process::Command::new(python);
+    cmd.arg(script)
+        .arg(mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+        .await
+        .expect("in time")
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("ok"),
+        "{mode}: {stdout}\n{stderr}"
+    );
+}
+
+fn tls_env(files: &TlsFiles) -> Vec<(&'static str, String)> {
+    vec![
+        ("listen.tls_cert", files.cert.display().to_string()),
+        ("listen.tls_key", files.key.display().to_string()),
+    ]
+}
+
+fn clients() -> String {
+    format!(
+        "[[clients]]\nname = \"pyapp\"\ntoken_sha256 = \"{}\"\n",
+        token_sha256("py-app-token")
+    )
+}
+
+#[tokio::test]
+async fn official_python_client_basic_auth() {
+    let Some(python) = python() else { return };
+    let files = tls_files();
+    let sim = start_sim().await;
+    let env = tls_env(&files);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let proxy = start_proxy(settings(&sim.url(), &clients(), &env)).await;
+    run_client(
+        &python,
+        "basic",
+        &[
+            ("BCPROXY_HOST", format!("127.0.0.1:{}", proxy.addr.port())),
+            ("BCPROXY_CLIENT", "pyapp".into()),
+            ("BCPROXY_TOKEN", "py-app-token".into()),
+            ("REQUESTS_CA_BUNDLE", files.ca.display().to_string()),
+        ],
+    )
+    .await;
+    let stats = sim.sim.stats(false);
+    assert_eq!(
+        stats.distinct_credentials, 1,
+        "the store saw a credential other than the proxy's"
+    );
+    assert_eq!(stats.unauthorized, 0);
+    for call in ["POST /api/v2/products", "GET /api/v2/products/count"] {
+        assert_eq!(
+            stats.by_path.get(call),
+            Some(&1),
+            "{call}: {:?}",
+            stats.by_path
+        );
+    }
+    assert_eq!(stats.by_method.get("PUT"), Some(&1));
+    assert_eq!(stats.by_method.get("DELETE"), Some(&1));
+}
+
+#[tokio::test]
+async fn official_python_client_oauth() {
+    let Some(python) = python() else { return };
+    let files = tls_files();
+    let sim = start_sim_with(SimConfig {
+        dialect: Dialect::Oauth,
+        ..Default::default()
+    })
+    .await;
+    let mut env = tls_env(&files);
+    env.push(("upstream.auth", "token".into()));
+    env.push(("budget.dialect", "oauth".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let proxy = start_proxy(settings(&sim.url(), &clients(), &env)).await;
+    let host = format!("127.0.0.1:{}", proxy.addr.port());
+    run_client(
+        &python,
+        "oauth",
+        &[
+            ("BC_API_ENDPOINT", host.clone()),
+            ("BCPROXY_HOST", host),
+            ("BCPROXY_STORE_HASH", sim::DEFAULT_STORE_HASH.into()),
+            ("BCPROXY_TOKEN", "py-app-token".into()),
+            ("REQUESTS_CA_BUNDLE", files.ca.display().to_string()),
+        ],
+    )
+    .await;
+    let stats = sim.sim.stats(false);
+    assert_eq!(stats.distinct_credentials, 1);
+    assert_eq!(stats.unauthorized, 0);
+    assert_eq!(
+        stats.by_path.get("POST /stores/abc123/v2/products"),
+        Some(&1),
+        "{:?}",
+        stats.by_path
+    );
+}
