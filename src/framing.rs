@@ -108,23 +108,25 @@ impl<IO> FramingGuard<IO> {
                     let searched = self.head.len().saturating_sub(3);
                     self.head.extend_from_slice(data);
                     data = &[];
-                    let Some(end) =
-                        find(&self.head[searched..], b"\r\n\r\n").map(|i| searched + i + 4)
-                    else {
-                        if self.head.len() > MAX_HEADER_BYTES * 2 {
+                    let limit = MAX_HEADER_BYTES * 2;
+                    let end = find(&self.head[searched..], b"\r\n\r\n").map(|i| searched + i + 4);
+                    match end {
+                        Some(end) if end <= limit => {
+                            let mut head = std::mem::take(&mut self.head);
+                            let rest = head.split_off(end);
+                            self.head_complete(&head);
+                            // Whatever followed the head goes through the machine again.
+                            if !rest.is_empty() && self.state != State::Closed {
+                                self.feed(&rest);
+                            }
+                        }
+                        _ if self.head.len() > limit => {
                             // Far too big: let hyper say so.
                             let head = std::mem::take(&mut self.head);
                             self.emit(&head);
                             self.state = State::Through;
                         }
-                        continue;
-                    };
-                    let mut head = std::mem::take(&mut self.head);
-                    let rest = head.split_off(end);
-                    self.head_complete(&head);
-                    // Whatever followed the head goes through the machine again.
-                    if !rest.is_empty() && self.state != State::Closed {
-                        self.feed(&rest);
+                        _ => {}
                     }
                 }
                 State::Fixed(left) => {
@@ -378,6 +380,15 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
+}
+
+/// The bytes hyper would read from a connection on which `chunks` arrived (for fuzzing).
+pub fn scan(chunks: &[&[u8]]) -> Vec<u8> {
+    let mut guard = FramingGuard::new(());
+    for chunk in chunks {
+        guard.feed(chunk);
+    }
+    guard.out
 }
 
 #[cfg(test)]
