@@ -357,9 +357,11 @@ pub fn rewrite_location(
     app_origin: Option<&str>,
 ) -> Option<String> {
     let origin = url.origin();
-    let path = if value.len() >= origin.len() && value[..origin.len()].eq_ignore_ascii_case(&origin)
-    {
-        let rest = &value[origin.len()..];
+    let at_store = value
+        .get(..origin.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(&origin));
+    let path = if at_store {
+        let rest = value.get(origin.len()..).unwrap_or("");
         if !(rest.is_empty() || rest.starts_with(['/', '?'])) {
             return None; // a longer host name, e.g. store.example.com.evil
         }
@@ -565,6 +567,8 @@ mod tests {
             rewrite_location("/stores/abc/v3/x", &prefixed, app).as_deref(),
             Some("/v3/x")
         );
+        // Found by fuzzing: a multi-byte character where the origin would end.
+        assert_eq!(rewrite_location("https://api.bigcommerce.coӎ/x", &prefixed, app), None);
     }
 
     #[test]
