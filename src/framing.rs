@@ -15,10 +15,13 @@ use std::task::{Context, Poll};
 use http::HeaderMap;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::server::{MAX_HEADER_BYTES, MAX_HEADERS};
+use crate::server::MAX_HEADER_BYTES;
 
 /// Header the guard puts in the head that replaces a refused one.
 pub const REFUSED_HEADER: &str = "x-bcproxy-refused";
+
+/// How much is read from the connection at a time.
+const READ_SIZE: usize = 16 * 1024;
 
 /// A random marker only this process knows, so an app cannot forge a refusal.
 fn marker() -> &'static str {
@@ -54,7 +57,7 @@ enum State {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Chunk {
-    /// Reading a chunk-size line (digits seen so far).
+    /// Reading a chunk-size line.
     Size {
         digits: u32,
         value: u64,
@@ -69,14 +72,23 @@ enum Chunk {
     Trailer { len: usize, cr: bool },
 }
 
-/// The guard around a connection's IO.
+/// The guard around a connection's IO. Bytes are read into one buffer and handed to hyper
+/// from it; only an incomplete request head is held back.
 #[derive(Debug)]
 pub struct FramingGuard<IO> {
     io: IO,
     state: State,
-    head: Vec<u8>,
-    out: Vec<u8>,
-    out_pos: usize,
+    /// Read bytes are `buf[..filled]`; the rest is room for the next read (zeroed once).
+    buf: Vec<u8>,
+    filled: usize,
+    /// First byte not yet handed to hyper.
+    start: usize,
+    /// Bytes before this may be handed to hyper.
+    ready: usize,
+    /// Bytes before this went through the state machine.
+    scanned: usize,
+    /// Where the request head being read begins.
+    head_start: usize,
 }
 
 impl<IO> FramingGuard<IO> {
@@ -85,133 +97,197 @@ impl<IO> FramingGuard<IO> {
         FramingGuard {
             io,
             state: State::Head,
-            head: Vec::new(),
-            out: Vec::new(),
-            out_pos: 0,
+            buf: Vec::new(),
+            filled: 0,
+            start: 0,
+            ready: 0,
+            scanned: 0,
+            head_start: 0,
         }
     }
 
-    fn emit(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
-    }
-
-    /// Takes newly read bytes through the state machine, into `out`.
-    fn feed(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
+    /// Runs the state machine over the bytes read since the last call.
+    fn process(&mut self) {
+        while self.scanned < self.filled {
             match self.state.clone() {
-                State::Through => {
-                    self.emit(data);
-                    return;
+                State::Through | State::Closed => {
+                    self.scanned = self.filled;
+                    if self.state == State::Through {
+                        self.ready = self.filled;
+                    }
                 }
-                State::Closed => return,
                 State::Head => {
-                    let searched = self.head.len().saturating_sub(3);
-                    self.head.extend_from_slice(data);
-                    data = &[];
+                    let from = self.scanned.saturating_sub(3).max(self.head_start);
                     let limit = MAX_HEADER_BYTES * 2;
-                    let end = find(&self.head[searched..], b"\r\n\r\n").map(|i| searched + i + 4);
+                    let end = find(&self.buf[from..self.filled], b"\r\n\r\n").map(|i| from + i + 4);
                     match end {
-                        Some(end) if end <= limit => {
-                            let mut head = std::mem::take(&mut self.head);
-                            let rest = head.split_off(end);
-                            self.head_complete(&head);
-                            // Whatever followed the head goes through the machine again.
-                            if !rest.is_empty() && self.state != State::Closed {
-                                self.feed(&rest);
-                            }
-                        }
-                        _ if self.head.len() > limit => {
+                        Some(end) if end - self.head_start <= limit => self.head_complete(end),
+                        _ if self.filled - self.head_start > limit => {
                             // Far too big: let hyper say so.
-                            let head = std::mem::take(&mut self.head);
-                            self.emit(&head);
                             self.state = State::Through;
                         }
-                        _ => {}
+                        _ => {
+                            self.scanned = self.filled;
+                            return; // the head is not whole yet
+                        }
                     }
                 }
                 State::Fixed(left) => {
-                    let take = (left as usize).min(data.len());
-                    self.emit(&data[..take]);
-                    data = &data[take..];
-                    self.state = if left as usize == take {
-                        State::Head
+                    let take = left.min((self.filled - self.scanned) as u64);
+                    self.scanned += take as usize;
+                    self.ready = self.scanned;
+                    self.state = if take == left {
+                        self.next_head()
                     } else {
-                        State::Fixed(left - take as u64)
+                        State::Fixed(left - take)
                     };
                 }
                 State::Chunked(chunk) => {
-                    let (used, next) = step_chunk(chunk, data);
-                    self.emit(&data[..used]);
-                    data = &data[used..];
-                    self.state = next;
+                    let (used, next) = step_chunk(chunk, &self.buf[self.scanned..self.filled]);
+                    self.scanned += used;
+                    self.ready = self.scanned;
+                    self.state = if next == State::Head {
+                        self.next_head()
+                    } else {
+                        next
+                    };
                 }
             }
         }
     }
 
-    /// A whole head: pass it on and follow its framing, or replace it with a refusal.
-    fn head_complete(&mut self, head: &[u8]) {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut fields);
-        let Ok(httparse::Status::Complete(_)) = request.parse(head) else {
-            // hyper answers malformed heads itself.
-            self.emit(head);
-            self.state = State::Through;
-            return;
-        };
-        let mut lengths = Vec::new();
-        let mut encodings = Vec::new();
-        for field in request.headers.iter() {
-            if field.name.eq_ignore_ascii_case("content-length") {
-                lengths.push(field.value);
-            } else if field.name.eq_ignore_ascii_case("transfer-encoding") {
-                encodings.push(field.value);
-            }
-        }
-        let why = match (lengths.as_slice(), encodings.as_slice()) {
-            (_, [_, ..]) if !lengths.is_empty() => {
-                Some("both Content-Length and Transfer-Encoding")
-            }
-            ([_, _, ..], _) => Some("more than one Content-Length"),
-            (_, [_, _, ..]) => Some("more than one Transfer-Encoding"),
-            _ => None,
-        };
-        if let Some(why) = why {
-            let method = request.method.unwrap_or("GET");
-            let path = request.path.unwrap_or("/");
+    fn next_head(&mut self) -> State {
+        self.head_start = self.scanned;
+        State::Head
+    }
+
+    /// A whole head ends at `end`: pass it on and follow its framing, or replace it with a
+    /// refusal.
+    fn head_complete(&mut self, end: usize) {
+        let framing = Framing::of(&self.buf[self.head_start..end]);
+        if let Some(why) = framing.ambiguity() {
+            let line = &self.buf[self.head_start..end];
+            let first = line.split(|b| *b == b'\r').next().unwrap_or_default();
+            let mut words = first.split(|b| *b == b' ');
+            let method = words
+                .next()
+                .filter(|m| !m.is_empty() && m.iter().all(u8::is_ascii_alphabetic));
+            let path = words
+                .next()
+                .filter(|p| p.iter().all(|b| b.is_ascii_graphic()));
+            let (method, path) = match (method, path) {
+                (Some(m), Some(p)) => (
+                    String::from_utf8_lossy(m).into_owned(),
+                    String::from_utf8_lossy(p).into_owned(),
+                ),
+                _ => ("GET".into(), "/".into()),
+            };
             let replacement = format!(
                 "{method} {path} HTTP/1.1\r\nhost: bcproxy\r\nconnection: close\r\n{REFUSED_HEADER}: {} ambiguous body framing: {why}\r\n\r\n",
                 marker()
             );
-            self.emit(replacement.as_bytes());
+            self.buf.truncate(self.head_start);
+            self.buf.extend_from_slice(replacement.as_bytes());
+            self.filled = self.buf.len();
+            self.scanned = self.filled;
+            self.ready = self.filled;
             self.state = State::Closed;
             return;
         }
-        self.emit(head);
-        self.state = match (lengths.first(), encodings.first()) {
-            (_, Some(te)) => {
-                if std::str::from_utf8(te).is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked")) {
-                    State::Chunked(Chunk::Size {
-                        digits: 0,
-                        value: 0,
-                        in_ext: false,
-                        cr: false,
-                    })
-                } else {
-                    // hyper refuses other transfer codings in requests.
-                    State::Through
-                }
+        self.scanned = end;
+        self.ready = end;
+        self.state = match framing.body() {
+            Body::None => self.next_head(),
+            Body::Fixed(n) => State::Fixed(n),
+            Body::Chunked => State::Chunked(Chunk::Size {
+                digits: 0,
+                value: 0,
+                in_ext: false,
+                cr: false,
+            }),
+            Body::Unknown => State::Through,
+        };
+    }
+
+    /// Hands over up to `max` ready bytes; drops what was handed over once all of it was.
+    fn take_ready(&mut self, max: usize) -> &[u8] {
+        let n = (self.ready - self.start).min(max);
+        let from = self.start;
+        self.start += n;
+        &self.buf[from..from + n]
+    }
+
+    /// Forgets bytes already handed over, so the buffer does not grow.
+    fn compact(&mut self) {
+        if self.start == 0 {
+            return;
+        }
+        self.buf.copy_within(self.start..self.filled, 0);
+        self.filled -= self.start;
+        self.ready -= self.start;
+        self.scanned -= self.start;
+        self.head_start = self.head_start.saturating_sub(self.start);
+        self.start = 0;
+    }
+}
+
+/// What a request head says about its body.
+#[derive(Debug, Default)]
+struct Framing<'a> {
+    lengths: Vec<&'a [u8]>,
+    encodings: Vec<&'a [u8]>,
+}
+
+enum Body {
+    None,
+    Fixed(u64),
+    Chunked,
+    /// Something hyper refuses or handles itself: stop following.
+    Unknown,
+}
+
+impl<'a> Framing<'a> {
+    /// Reads the `Content-Length` and `Transfer-Encoding` fields of a head (the rest is
+    /// hyper's to check).
+    fn of(head: &'a [u8]) -> Framing<'a> {
+        let mut framing = Framing::default();
+        for line in head.split(|b| *b == b'\n').skip(1) {
+            let Some(colon) = line.iter().position(|b| *b == b':') else {
+                continue;
+            };
+            let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+            if name.eq_ignore_ascii_case(b"content-length") {
+                framing.lengths.push(value);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                framing.encodings.push(value);
             }
+        }
+        framing
+    }
+
+    fn ambiguity(&self) -> Option<&'static str> {
+        match (self.lengths.len(), self.encodings.len()) {
+            (1.., 1..) => Some("both Content-Length and Transfer-Encoding"),
+            (2.., _) => Some("more than one Content-Length"),
+            (_, 2..) => Some("more than one Transfer-Encoding"),
+            _ => None,
+        }
+    }
+
+    fn body(&self) -> Body {
+        match (self.lengths.first(), self.encodings.first()) {
+            (_, Some(te)) if te.eq_ignore_ascii_case(b"chunked") => Body::Chunked,
+            (_, Some(_)) => Body::Unknown,
             (Some(len), None) => match std::str::from_utf8(len)
                 .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                .and_then(|v| v.parse::<u64>().ok())
             {
-                Some(0) => State::Head,
-                Some(n) => State::Fixed(n),
-                None => State::Through,
+                Some(0) => Body::None,
+                Some(n) => Body::Fixed(n),
+                None => Body::Unknown,
             },
-            (None, None) => State::Head,
-        };
+            (None, None) => Body::None,
+        }
     }
 }
 
@@ -258,9 +334,9 @@ fn step_chunk(mut chunk: Chunk, data: &[u8]) -> (usize, State) {
                 i += 1;
             }
             Chunk::Data(left) => {
-                let take = (*left as usize).min(data.len() - i);
-                i += take;
-                *left -= take as u64;
+                let take = (*left).min((data.len() - i) as u64);
+                i += take as usize;
+                *left -= take;
                 if *left == 0 {
                     chunk = Chunk::DataEnd(0);
                 }
@@ -308,18 +384,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+        out: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if this.out_pos < this.out.len() {
-                let n = (this.out.len() - this.out_pos).min(buf.remaining());
-                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
-                this.out_pos += n;
-                if this.out_pos == this.out.len() {
-                    this.out.clear();
-                    this.out_pos = 0;
-                }
+            if this.start < this.ready {
+                let bytes = this.take_ready(out.remaining());
+                out.put_slice(bytes);
                 return Poll::Ready(Ok(()));
             }
             if this.state == State::Closed {
@@ -327,24 +398,25 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 // an app gone away and drop the answer; it closes after answering instead.
                 return Poll::Pending;
             }
-            let mut chunk = [0u8; 8192];
-            let mut read = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut this.io).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) => {
-                    let filled = read.filled();
-                    if filled.is_empty() {
-                        // EOF: hand over a partial head for hyper to judge.
-                        let head = std::mem::take(&mut this.head);
-                        if head.is_empty() {
-                            return Poll::Ready(Ok(()));
-                        }
-                        this.emit(&head);
-                        this.state = State::Through;
-                        continue;
+            this.compact();
+            let len = this.filled;
+            if this.buf.len() < len + READ_SIZE {
+                this.buf.resize(len + READ_SIZE, 0);
+            }
+            let mut read = ReadBuf::new(&mut this.buf[len..]);
+            let polled = Pin::new(&mut this.io).poll_read(cx, &mut read);
+            let n = read.filled().len();
+            this.filled = len + n;
+            match polled {
+                Poll::Ready(Ok(())) if n == 0 => {
+                    // EOF: hand over a partial head for hyper to judge.
+                    if this.ready == this.filled {
+                        return Poll::Ready(Ok(()));
                     }
-                    let filled = filled.to_vec();
-                    this.feed(&filled);
+                    this.state = State::Through;
+                    this.ready = this.filled;
                 }
+                Poll::Ready(Ok(())) => this.process(),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
@@ -385,10 +457,17 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
 /// The bytes hyper would read from a connection on which `chunks` arrived (for fuzzing).
 pub fn scan(chunks: &[&[u8]]) -> Vec<u8> {
     let mut guard = FramingGuard::new(());
+    let mut out = Vec::new();
     for chunk in chunks {
-        guard.feed(chunk);
+        guard.buf.truncate(guard.filled);
+        guard.buf.extend_from_slice(chunk);
+        guard.filled = guard.buf.len();
+        guard.process();
+        let ready = guard.take_ready(usize::MAX).to_vec();
+        out.extend(ready);
+        guard.compact();
     }
-    guard.out
+    out
 }
 
 #[cfg(test)]
@@ -397,10 +476,16 @@ mod tests {
 
     fn run(input: &[&[u8]]) -> (Vec<u8>, State) {
         let mut guard = FramingGuard::new(());
+        let mut out = Vec::new();
         for part in input {
-            guard.feed(part);
+            guard.buf.truncate(guard.filled);
+            guard.buf.extend_from_slice(part);
+            guard.filled = guard.buf.len();
+            guard.process();
+            out.extend(guard.take_ready(usize::MAX).to_vec());
+            guard.compact();
         }
-        (guard.out, guard.state)
+        (out, guard.state)
     }
 
     #[test]

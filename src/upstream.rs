@@ -568,7 +568,10 @@ mod tests {
             Some("/v3/x")
         );
         // Found by fuzzing: a multi-byte character where the origin would end.
-        assert_eq!(rewrite_location("https://api.bigcommerce.coӎ/x", &prefixed, app), None);
+        assert_eq!(
+            rewrite_location("https://api.bigcommerce.coӎ/x", &prefixed, app),
+            None
+        );
     }
 
     #[test]
