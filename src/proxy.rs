@@ -139,93 +139,6 @@ impl Proxy {
         Ok(())
     }
 
-    fn live(&self) -> Arc<Live> {
-        self.live
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// The metrics recorded call by call.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    /// Everything the metrics and status endpoints read at once.
-    pub fn snapshot(&self) -> Snapshot {
-        let c = &self.cache.counters;
-        let (cache_entries, cache_bytes) = self.cache.size_now();
-        Snapshot {
-            budget: self.budget.view(),
-            totals: self.budget.totals(),
-            throttled: self.counters.throttled.load(Ordering::Relaxed),
-            upstream_errors: self.counters.upstream_errors.load(Ordering::Relaxed),
-            cache_entries,
-            cache_bytes,
-            cache: [&c.hits, &c.misses, &c.stale, &c.coalesced, &c.bypass]
-                .map(|n| n.load(Ordering::Relaxed)),
-            uptime: self.started.elapsed(),
-        }
-    }
-
-    /// True when the store answered (anything) within `within`; else a connection to it is
-    /// tried (TCP and TLS, no API call, no budget spent).
-    pub async fn store_reachable(&self, within: Duration) -> bool {
-        let last = *self
-            .last_answer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.is_some_and(|at| at.elapsed() < within) {
-            return true;
-        }
-        let reachable = self.upstream.probe().await;
-        if reachable {
-            self.note_answer();
-        }
-        reachable
-    }
-
-    /// Seconds since the store last answered, if it has.
-    pub fn last_answer_ago(&self) -> Option<Duration> {
-        let last = *self
-            .last_answer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        last.map(|at| at.elapsed())
-    }
-
-    /// The `[[clients]]` names (for `/status`).
-    pub fn client_names(&self) -> Vec<String> {
-        self.live().clients.names()
-    }
-
-    /// The store's URL and the budget dialect (for `/status`).
-    pub fn upstream_description(&self) -> (String, Dialect) {
-        (self.upstream.url_string(), self.dialect)
-    }
-
-    fn note_answer(&self) {
-        *self
-            .last_answer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
-    }
-
-    /// The budget the proxy spends.
-    pub fn budget(&self) -> &Arc<dyn Budget> {
-        &self.budget
-    }
-
-    /// The proxy's own totals.
-    pub fn counters(&self) -> &Counters {
-        &self.counters
-    }
-
-    /// The GET cache.
-    pub fn cache(&self) -> &Cache {
-        &self.cache
-    }
-
     /// Serves one call from arrival to the response the app gets.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
         let mut call = Call::start(&req, &self.ids, self.scheme, Some(self.metrics.clone()));
@@ -641,6 +554,95 @@ impl Proxy {
         *response.body_mut() = body::full(bytes);
         call.record.error = Some(message);
         response
+    }
+
+    // Accessors for the admin endpoints, the summary and tests.
+
+    fn live(&self) -> Arc<Live> {
+        self.live
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The metrics recorded call by call.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Everything the metrics and status endpoints read at once.
+    pub fn snapshot(&self) -> Snapshot {
+        let c = &self.cache.counters;
+        let (cache_entries, cache_bytes) = self.cache.size_now();
+        Snapshot {
+            budget: self.budget.view(),
+            totals: self.budget.totals(),
+            throttled: self.counters.throttled.load(Ordering::Relaxed),
+            upstream_errors: self.counters.upstream_errors.load(Ordering::Relaxed),
+            cache_entries,
+            cache_bytes,
+            cache: [&c.hits, &c.misses, &c.stale, &c.coalesced, &c.bypass]
+                .map(|n| n.load(Ordering::Relaxed)),
+            uptime: self.started.elapsed(),
+        }
+    }
+
+    /// True when the store answered (anything) within `within`; else a connection to it is
+    /// tried (TCP and TLS, no API call, no budget spent).
+    pub async fn store_reachable(&self, within: Duration) -> bool {
+        let last = *self
+            .last_answer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|at| at.elapsed() < within) {
+            return true;
+        }
+        let reachable = self.upstream.probe().await;
+        if reachable {
+            self.note_answer();
+        }
+        reachable
+    }
+
+    /// Seconds since the store last answered, if it has.
+    pub fn last_answer_ago(&self) -> Option<Duration> {
+        let last = *self
+            .last_answer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.map(|at| at.elapsed())
+    }
+
+    /// The `[[clients]]` names (for `/status`).
+    pub fn client_names(&self) -> Vec<String> {
+        self.live().clients.names()
+    }
+
+    /// The store's URL and the budget dialect (for `/status`).
+    pub fn upstream_description(&self) -> (String, Dialect) {
+        (self.upstream.url_string(), self.dialect)
+    }
+
+    fn note_answer(&self) {
+        *self
+            .last_answer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// The budget the proxy spends.
+    pub fn budget(&self) -> &Arc<dyn Budget> {
+        &self.budget
+    }
+
+    /// The proxy's own totals.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The GET cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 }
 
