@@ -13,9 +13,9 @@ use hyper::body::Incoming;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::app::VERSION;
-use crate::proxy::Proxy;
+use crate::VERSION;
 use crate::server::{self, ServeOptions, Stopped};
+use crate::status::Status;
 
 /// How recent the store's last answer must be for `/readyz` not to probe it.
 pub const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -23,7 +23,7 @@ pub const READY_WITHIN: Duration = Duration::from_secs(60);
 /// Serves the admin endpoints until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    status: Arc<Status>,
     shutdown: impl Future<Output = ()>,
 ) -> Stopped {
     let options = ServeOptions {
@@ -38,10 +38,10 @@ pub async fn serve(
         listener,
         options,
         move |_conn| {
-            let proxy = proxy.clone();
+            let status = status.clone();
             hyper::service::service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&proxy, req).await) }
+                let status = status.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&status, req).await) }
             })
         },
         shutdown,
@@ -49,7 +49,7 @@ pub async fn serve(
     .await
 }
 
-async fn answer(proxy: &Proxy, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(status: &Status, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -60,7 +60,7 @@ async fn answer(proxy: &Proxy, req: Request<Incoming>) -> Response<Full<Bytes>> 
     match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
-            if proxy.store_reachable(READY_WITHIN).await {
+            if status.store_reachable(READY_WITHIN).await {
                 reply(
                     StatusCode::OK,
                     "application/json",
@@ -78,12 +78,12 @@ async fn answer(proxy: &Proxy, req: Request<Incoming>) -> Response<Full<Bytes>> 
         "/metrics" => reply(
             StatusCode::OK,
             crate::metrics::CONTENT_TYPE,
-            proxy.metrics().render(proxy.snapshot()),
+            status.metrics().render(status.snapshot()),
         ),
         "/status" => reply(
             StatusCode::OK,
             "application/json",
-            status(proxy).to_string(),
+            status_json(status).to_string(),
         ),
         _ => reply(
             StatusCode::NOT_FOUND,
@@ -93,41 +93,40 @@ async fn answer(proxy: &Proxy, req: Request<Incoming>) -> Response<Full<Bytes>> 
     }
 }
 
-fn status(proxy: &Proxy) -> serde_json::Value {
-    let s = proxy.snapshot();
-    let (url, dialect) = proxy.upstream_description();
-    let [hits, misses, stale, coalesced, bypass] = s.cache;
+fn status_json(status: &Status) -> serde_json::Value {
+    let s = status.snapshot();
+    let c = &s.counts;
     json!({
         "version": VERSION,
         "uptime_s": s.uptime.as_secs(),
         "upstream": {
-            "url": url,
-            "last_answer_s_ago": proxy.last_answer_ago().map(|d| d.as_secs()),
+            "url": status.upstream_url(),
+            "last_answer_s_ago": status.last_answer_ago().map(|d| d.as_secs()),
         },
         "budget": {
-            "dialect": dialect.as_str(),
+            "dialect": status.dialect().as_str(),
             "remaining": s.budget.remaining,
             "limit": s.budget.limit,
             "window_s": s.budget.window.as_secs(),
             "paused": s.budget.paused,
             "in_flight": s.budget.in_flight,
-            "sent": s.totals.sent,
-            "store_throttles": s.totals.store_throttles,
-            "throttle_answers": s.throttled,
-            "upstream_errors": s.upstream_errors,
+            "sent": c.sent,
+            "store_throttles": c.store_throttles,
+            "throttle_answers": c.throttled,
+            "upstream_errors": c.upstream_errors,
         },
-        "queue": { "depth": s.budget.queued, "waited": s.totals.queued },
+        "queue": { "depth": s.budget.queued, "waited": c.queued },
         "cache": {
-            "enabled": proxy.cache().enabled(),
+            "enabled": status.cache_enabled(),
             "entries": s.cache_entries,
             "bytes": s.cache_bytes,
-            "hits": hits,
-            "misses": misses,
-            "stale": stale,
-            "coalesced": coalesced,
-            "bypass": bypass,
+            "hits": c.hits,
+            "misses": c.misses,
+            "stale": c.stale,
+            "coalesced": c.coalesced,
+            "bypass": c.bypass,
         },
-        "clients": proxy.client_names(),
+        "clients": status.client_names(),
     })
 }
 

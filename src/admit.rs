@@ -6,7 +6,7 @@ use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Uri};
 
 use crate::error::CallError;
-use crate::server::MAX_HEADER_BYTES;
+use crate::headers::MAX_HEADER_BYTES;
 
 /// Checks a request head; the error says what is wrong.
 pub fn check(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), CallError> {

@@ -1,5 +1,6 @@
-//! Running the proxy: from validated settings and a bound listener to serving calls, with the
-//! start and shutdown events. Production passes OS signals as the shutdown; tests pass a channel.
+//! Running the proxy: from validated settings to its parts (upstream, budget, cache, status,
+//! proxy), serving them on a bound listener with the start and shutdown events, summaries,
+//! and reload. Production passes OS signals as the shutdown; tests pass a channel.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,14 +11,16 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::budget::local::{Limits, LocalBudget};
-use crate::budget::persist::StateFile;
-use crate::config::{ConfigError, Settings, Sources};
-use crate::error::ErrorShape;
-use crate::proxy::Proxy;
+use crate::VERSION;
+use crate::budget::{self, Budget};
+use crate::cache::Cache;
+use crate::config::{ConfigError, Settings, Sources, reload};
+use crate::dialect::ErrorShape;
+use crate::proxy::{Parts, Proxy};
 use crate::server::{self, ServeOptions, Stopped};
+use crate::status::{Counts, Status};
 use crate::telemetry::LevelHandle;
-use crate::upstream::{Credential, UpstreamError};
+use crate::upstream::{Credential, Upstream, UpstreamError};
 
 /// The proxy could not start serving.
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +32,6 @@ pub enum StartError {
     #[error("listen.tls_cert: {0}")]
     ListenTls(#[from] crate::tls::TlsError),
 }
-
-/// The crate's version, in the start event.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Serves the proxy on `listener` until `shutdown` completes (with the reason it gives), then
 /// drains in-flight calls for up to `listen.shutdown_grace`.
@@ -48,29 +48,51 @@ pub async fn run(
 pub struct App {
     settings: Arc<Settings>,
     proxy: Arc<Proxy>,
-    budget: Arc<LocalBudget>,
-    state_file: Option<StateFile>,
+    parts: Shared,
     reloader: Option<Reloader>,
 }
 
+/// The parts a reload and the admin listener reach besides the proxy.
+#[derive(Debug, Clone)]
+struct Shared {
+    upstream: Arc<Upstream>,
+    budget: Budget,
+    cache: Arc<Cache>,
+    status: Arc<Status>,
+}
+
 impl App {
-    /// Builds the proxy; must be called inside a Tokio runtime (the budget starts its task).
+    /// Builds every part from its section; must be called inside a Tokio runtime (the budget
+    /// starts its tasks).
     pub fn new(settings: Arc<Settings>) -> Result<App, StartError> {
-        let budget = LocalBudget::new(Limits::from_settings(&settings));
-        let state_file = settings
-            .budget
-            .state_file
-            .clone()
-            .map(|path| StateFile::new(path, store_identity(&settings)));
-        if let Some(file) = &state_file {
-            file.load_into(&budget);
-        }
-        let proxy = Arc::new(Proxy::new(&settings, budget.clone())?);
+        let upstream = Arc::new(Upstream::new(&settings.upstream)?);
+        let budget = budget::build(&settings);
+        let cache = Arc::new(Cache::new(&settings.cache));
+        let status = Arc::new(Status::new(
+            budget.clone(),
+            cache.clone(),
+            upstream.clone(),
+            client_names(&settings),
+        ));
+        let shared = Shared {
+            upstream,
+            budget,
+            cache,
+            status,
+        };
+        let proxy = Arc::new(Proxy::new(
+            &settings,
+            Parts {
+                upstream: shared.upstream.clone(),
+                budget: shared.budget.clone(),
+                cache: shared.cache.clone(),
+                status: shared.status.clone(),
+            },
+        ));
         Ok(App {
             settings,
             proxy,
-            budget,
-            state_file,
+            parts: shared,
             reloader: None,
         })
     }
@@ -83,16 +105,16 @@ impl App {
                 sources,
                 level,
                 proxy: self.proxy.clone(),
-                budget: self.budget.clone(),
+                parts: self.parts.clone(),
                 current: Mutex::new(self.settings.clone()),
             }),
         });
         self
     }
 
-    /// The proxy (for tests and the admin endpoints).
-    pub fn proxy(&self) -> &Arc<Proxy> {
-        &self.proxy
+    /// What the admin listener shows.
+    pub fn status(&self) -> &Arc<Status> {
+        &self.parts.status
     }
 
     /// The reload handle, when the app is reloadable.
@@ -111,8 +133,7 @@ impl App {
         let App {
             settings,
             proxy,
-            budget,
-            state_file,
+            parts,
             reloader,
         } = self;
         let addr = listener
@@ -162,27 +183,27 @@ impl App {
             let _ = reason_tx.send(reason);
         };
         let mut background = vec![tokio::spawn(summaries(
-            proxy.clone(),
+            parts.status.clone(),
             settings.log.summary_every,
         ))];
-        if let Some(file) = &state_file {
-            background.push(tokio::spawn(file.clone().keep(budget.clone(), STATE_EVERY)));
-        }
         if let Some(reloader) = reloader {
             background.push(tokio::spawn(reload_on_sighup(reloader)));
         }
         let (admin_stop, admin_stopped) = oneshot::channel::<()>();
         let admin_task = admin.map(|listener| {
-            tokio::spawn(crate::admin::serve(listener, proxy.clone(), async move {
-                let _ = admin_stopped.await;
-            }))
+            tokio::spawn(crate::admin::serve(
+                listener,
+                parts.status.clone(),
+                async move {
+                    let _ = admin_stopped.await;
+                },
+            ))
         });
-        let serving = proxy.clone();
         let stopped = server::serve(
             listener,
             options,
             move |_conn| {
-                let proxy = serving.clone();
+                let proxy = proxy.clone();
                 hyper::service::service_fn(move |req| {
                     let proxy = proxy.clone();
                     async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
@@ -198,9 +219,7 @@ impl App {
         for task in background {
             task.abort();
         }
-        if let Some(file) = &state_file {
-            file.save_from(&budget, false);
-        }
+        parts.budget.flush();
         let reason = reason_rx.await.unwrap_or("stopped");
         tracing::info!(
             reason,
@@ -210,6 +229,10 @@ impl App {
         );
         Ok(stopped)
     }
+}
+
+fn client_names(settings: &Settings) -> Vec<String> {
+    settings.clients.iter().map(|c| c.name.clone()).collect()
 }
 
 /// Re-reads the configuration and applies it to the running proxy.
@@ -222,7 +245,7 @@ struct ReloaderInner {
     sources: Sources,
     level: Option<LevelHandle>,
     proxy: Arc<Proxy>,
-    budget: Arc<LocalBudget>,
+    parts: Shared,
     current: Mutex<Arc<Settings>>,
 }
 
@@ -241,22 +264,25 @@ impl Reloader {
     pub fn reload(&self) -> Result<Vec<&'static str>, ReloadError> {
         let inner = &self.inner;
         let new = Settings::load(&inner.sources)?;
-        Credential::from_settings(&new).map_err(|e| ReloadError::Apply(e.to_string()))?;
+        Credential::from_settings(&new.upstream).map_err(|e| ReloadError::Apply(e.to_string()))?;
+        if let Some(level) = &inner.level {
+            // The one step that can still fail: before anything else is applied.
+            level(&new.log.level).map_err(ReloadError::Apply)?;
+        }
         let mut current = inner
             .current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let restart = needs_restart(&current, &new);
-        inner
-            .proxy
-            .reload(&new)
+        let restart = reload::needs_restart(&current, &new);
+        let parts = &inner.parts;
+        parts
+            .upstream
+            .set_credential(&new.upstream)
             .map_err(|e| ReloadError::Apply(e.to_string()))?;
-        let mut limits = Limits::from_settings(&new);
-        limits.dialect = current.budget.dialect;
-        inner.budget.set_limits(limits);
-        if let Some(level) = &inner.level {
-            level(&new.log.level).map_err(ReloadError::Apply)?;
-        }
+        parts.cache.set_policy(&new.cache);
+        parts.budget.reconfigure(&new.budget, &new.upstream);
+        parts.status.set_client_names(client_names(&new));
+        inner.proxy.reload(&new);
         *current = Arc::new(new);
         Ok(restart)
     }
@@ -271,58 +297,6 @@ pub enum ReloadError {
     /// It could not be applied.
     #[error("cannot apply the new config: {0}")]
     Apply(String),
-}
-
-/// The keys that changed but only take effect after a restart.
-fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    let mut check = |changed: bool, key: &'static str| {
-        if changed {
-            keys.push(key);
-        }
-    };
-    let (o, n) = (&old.listen, &new.listen);
-    check(o.addr != n.addr, "listen.addr");
-    check(
-        o.tls_cert != n.tls_cert || o.tls_key != n.tls_key,
-        "listen.tls_cert",
-    );
-    check(o.max_body != n.max_body, "listen.max_body");
-    check(
-        o.header_timeout != n.header_timeout,
-        "listen.header_timeout",
-    );
-    check(
-        o.shutdown_grace != n.shutdown_grace,
-        "listen.shutdown_grace",
-    );
-    check(
-        o.max_connections != n.max_connections,
-        "listen.max_connections",
-    );
-    let (o, n) = (&old.upstream, &new.upstream);
-    check(o.url != n.url, "upstream.url");
-    check(o.auth != n.auth, "upstream.auth");
-    check(o.ca_file != n.ca_file, "upstream.ca_file");
-    check(
-        o.connect_timeout != n.connect_timeout,
-        "upstream.connect_timeout",
-    );
-    check(o.timeout != n.timeout, "upstream.timeout");
-    check(old.budget.dialect != new.budget.dialect, "budget.dialect");
-    check(
-        old.budget.state_file != new.budget.state_file,
-        "budget.state_file",
-    );
-    check(old.cache.enabled != new.cache.enabled, "cache.enabled");
-    check(old.cache.max_size != new.cache.max_size, "cache.max_size");
-    check(old.log.format != new.log.format, "log.format");
-    check(
-        old.log.summary_every != new.log.summary_every,
-        "log.summary_every",
-    );
-    check(old.admin.addr != new.admin.addr, "admin.addr");
-    keys
 }
 
 /// Reloads on every SIGHUP, logging a `config` event either way.
@@ -357,36 +331,17 @@ pub fn apply_reload(reloader: &Reloader) {
     }
 }
 
-/// How often the budget state file is written while the ledger changes.
-const STATE_EVERY: Duration = Duration::from_secs(2);
-
-/// Names the store and credential a budget belongs to, so that a state file written for
-/// another one is not used. Holds a short hash of the key, never the key.
-fn store_identity(settings: &Settings) -> String {
-    let key = crate::clients::token_sha256(settings.upstream.api_key.expose());
-    format!(
-        "{} {} {} {} key:{}",
-        settings.budget.dialect.as_str(),
-        settings.upstream_url(),
-        settings.upstream.auth.as_str(),
-        settings.upstream.username,
-        &key[..12]
-    )
-}
-
 /// Writes the summary event every `every`: the budget now, and what happened since the last.
-async fn summaries(proxy: Arc<Proxy>, every: Duration) {
+async fn summaries(status: Arc<Status>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    let mut last = Summary::default();
+    let mut last = Counts::default();
     loop {
         tick.tick().await;
-        let now = Summary::of(&proxy);
-        let view = proxy.budget().view();
-        let (entries, bytes) = proxy.cache().size().await;
-        let d = now.since(&last);
-        let cacheable = d.hits + d.misses + d.stale + d.coalesced;
+        let now = status.settled_snapshot().await;
+        let d = now.counts.since(&last);
+        let cacheable = d.cacheable();
         let ratio = |n: u64| {
             if cacheable == 0 {
                 0.0
@@ -394,6 +349,7 @@ async fn summaries(proxy: Arc<Proxy>, every: Duration) {
                 (n as f64 / cacheable as f64 * 1000.0).round() / 1000.0
             }
         };
+        let view = now.budget;
         tracing::info!(
             budget_remaining = view.remaining,
             budget_limit = view.limit,
@@ -409,62 +365,11 @@ async fn summaries(proxy: Arc<Proxy>, every: Duration) {
             cache_hit_ratio = ratio(d.hits),
             cache_stale_ratio = ratio(d.stale),
             cache_coalesced_ratio = ratio(d.coalesced),
-            cache_entries = entries,
-            cache_bytes = bytes,
+            cache_entries = now.cache_entries,
+            cache_bytes = now.cache_bytes,
             "summary"
         );
-        last = now;
-    }
-}
-
-/// Running totals, for the differences the summary reports.
-#[derive(Debug, Default, Clone, Copy)]
-struct Summary {
-    calls: u64,
-    sent: u64,
-    queued: u64,
-    throttled: u64,
-    store_throttles: u64,
-    upstream_errors: u64,
-    hits: u64,
-    misses: u64,
-    stale: u64,
-    coalesced: u64,
-}
-
-impl Summary {
-    fn of(proxy: &Proxy) -> Summary {
-        use std::sync::atomic::Ordering::Relaxed;
-        let totals = proxy.budget().totals();
-        let counters = proxy.counters();
-        let cache = &proxy.cache().counters;
-        Summary {
-            calls: counters.calls.load(Relaxed),
-            sent: totals.sent,
-            queued: totals.queued,
-            throttled: counters.throttled.load(Relaxed),
-            store_throttles: totals.store_throttles,
-            upstream_errors: counters.upstream_errors.load(Relaxed),
-            hits: cache.hits.load(Relaxed),
-            misses: cache.misses.load(Relaxed),
-            stale: cache.stale.load(Relaxed),
-            coalesced: cache.coalesced.load(Relaxed),
-        }
-    }
-
-    fn since(&self, last: &Summary) -> Summary {
-        Summary {
-            calls: self.calls - last.calls,
-            sent: self.sent - last.sent,
-            queued: self.queued - last.queued,
-            throttled: self.throttled - last.throttled,
-            store_throttles: self.store_throttles - last.store_throttles,
-            upstream_errors: self.upstream_errors - last.upstream_errors,
-            hits: self.hits - last.hits,
-            misses: self.misses - last.misses,
-            stale: self.stale - last.stale,
-            coalesced: self.coalesced - last.coalesced,
-        }
+        last = now.counts;
     }
 }
 
@@ -475,7 +380,7 @@ pub struct RunningProxy {
     pub addr: SocketAddr,
     /// Where its admin endpoints listen, if they do.
     pub admin_addr: Option<SocketAddr>,
-    proxy: Arc<Proxy>,
+    status: Arc<Status>,
     reloader: Option<Reloader>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<Stopped, StartError>>,
@@ -500,7 +405,7 @@ impl RunningProxy {
         if let Some(sources) = sources {
             app = app.reloadable(sources, None);
         }
-        let proxy = app.proxy().clone();
+        let status = app.status().clone();
         let reloader = app.reloader();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.serve(listener, admin, async move {
@@ -510,16 +415,16 @@ impl RunningProxy {
         Ok(RunningProxy {
             addr,
             admin_addr,
-            proxy,
+            status,
             reloader,
             stop: Some(stop),
             task,
         })
     }
 
-    /// The running proxy.
-    pub fn proxy(&self) -> &Arc<Proxy> {
-        &self.proxy
+    /// What its admin listener shows.
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
     }
 
     /// The reload handle (when started with sources).

@@ -3,19 +3,19 @@
 //! the app goes away first).
 
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use http::{HeaderValue, Request};
 use tokio::time::Instant;
 
-use crate::error::ErrorShape;
+use crate::budget::{Ask, Class};
+use crate::dialect::ErrorShape;
+use crate::headers::REQUEST_ID;
 use crate::metrics::Metrics;
 use crate::telemetry::{self, AccessRecord};
 
-/// Header carrying the call's id, to the app and to the store.
-pub const REQUEST_ID: &str = "x-request-id";
 /// Status logged for a call whose app went away before it was answered (as nginx does).
 pub const CLIENT_CLOSED: u16 = 499;
 /// Longest app-supplied request id that is kept.
@@ -24,26 +24,60 @@ const MAX_ID_LEN: usize = 200;
 /// The context of one call, passed `&mut` through the stages of [`crate::proxy`].
 #[derive(Debug)]
 pub struct Call {
+    /// Who is calling, and by when the call must be sent: what every stage needs.
+    pub ctx: Ctx,
     /// The fields of the access event.
     pub record: AccessRecord,
-    /// When the request arrived.
-    pub started: Instant,
     /// The error body shape this call gets from the proxy.
     pub shape: ErrorShape,
-    /// The request id as a header value.
-    pub request_id: HeaderValue,
     /// `scheme://host[:port]` the app called, for rewriting the store's `Location`.
     pub app_origin: Option<String>,
+    /// The store's own request id, when the call went upstream and the store sent one.
+    pub upstream_id: Option<HeaderValue>,
     metrics: Option<Arc<Metrics>>,
+}
+
+/// What the stages of a call, and the budget, know of it: cheap to clone into a fetch that
+/// serves several calls.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The request id as a header value (the app's own, or a new one).
+    pub request_id: HeaderValue,
+    /// The `[[clients]]` name the app authenticated as.
+    pub client: Option<Arc<str>>,
+    /// Read or write.
+    pub class: Class,
+    /// When the request arrived.
+    pub arrived: Instant,
+    /// When it must have been sent by (arrival + `budget.max_wait`).
+    pub deadline: Instant,
+}
+
+impl Ctx {
+    /// The request id as text (ids are visible ASCII).
+    pub fn id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("-")
+    }
+
+    /// A request for budget made for this call.
+    pub fn ask(&self, resend: bool) -> Ask {
+        Ask {
+            class: self.class,
+            deadline: self.deadline,
+            resend,
+            client: self.client.clone(),
+        }
+    }
 }
 
 impl Call {
     /// Starts the context of a call: its id (the app's own if it sent a usable one), method,
-    /// path and error shape.
+    /// path, class, error shape and deadline (`max_wait` after now).
     pub fn start<B>(
         req: &Request<B>,
         ids: &RequestIds,
         scheme: &str,
+        max_wait: Duration,
         metrics: Option<Arc<Metrics>>,
     ) -> Call {
         let request_id = req
@@ -60,6 +94,7 @@ impl Call {
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .filter(|h| h.parse::<http::uri::Authority>().is_ok())
             .map(|h| format!("{scheme}://{h}"));
+        let arrived = Instant::now();
         Call {
             record: AccessRecord {
                 request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
@@ -69,24 +104,38 @@ impl Call {
                 cache: "BYPASS",
                 ..AccessRecord::default()
             },
-            started: Instant::now(),
             shape: ErrorShape::for_request(
                 req.uri().path(),
                 req.headers().get(http::header::ACCEPT),
             ),
-            request_id,
+            ctx: Ctx {
+                request_id,
+                client: None,
+                class: Class::of(req.method()),
+                arrived,
+                deadline: arrived + max_wait,
+            },
             app_origin,
+            upstream_id: None,
             metrics,
         }
     }
-}
 
-impl Call {
+    /// Records the `[[clients]]` name the app authenticated as.
+    pub fn set_client(&mut self, client: Option<Arc<str>>) {
+        self.record.client.clone_from(&client);
+        self.ctx.client = client;
+    }
+
     /// Takes the upstream side of the call into its access record.
     pub fn absorb(&mut self, trip: &Trip) {
         self.record.upstream_status = trip.upstream_status;
         self.record.upstream_ms = trip.upstream_ms;
-        self.record.upstream_request_id = trip.upstream_request_id.clone();
+        self.record.upstream_request_id = trip
+            .upstream_id
+            .as_ref()
+            .map(|id| String::from_utf8_lossy(id.as_bytes()).into_owned());
+        self.upstream_id.clone_from(&trip.upstream_id);
         self.record.wait_ms = trip.wait_ms;
     }
 }
@@ -99,8 +148,8 @@ pub struct Trip {
     pub upstream_status: Option<u16>,
     /// Time from sending to the store's response headers.
     pub upstream_ms: Option<f64>,
-    /// The store's own request id.
-    pub upstream_request_id: Option<String>,
+    /// The store's own request id (its `X-Request-ID`).
+    pub upstream_id: Option<HeaderValue>,
     /// Time queued for budget.
     pub wait_ms: f64,
 }
@@ -110,7 +159,7 @@ impl Drop for Call {
         if self.record.status == CLIENT_CLOSED && self.record.error.is_none() {
             self.record.error = Some("the app went away before it was answered".into());
         }
-        self.record.total_ms = telemetry::ms(self.started.elapsed());
+        self.record.total_ms = telemetry::ms(self.ctx.arrived.elapsed());
         telemetry::access(&self.record);
         if let Some(metrics) = &self.metrics {
             metrics.record(&self.record);
@@ -166,14 +215,16 @@ mod tests {
             .header(REQUEST_ID, "app-42")
             .body(())
             .unwrap();
-        let call = Call::start(&req, &ids, "http", None);
-        assert_eq!(call.request_id, "app-42");
+        let call = Call::start(&req, &ids, "http", Duration::ZERO, None);
+        assert_eq!(call.ctx.request_id, "app-42");
         let bad = Request::get("/")
             .header(REQUEST_ID, "has space")
             .body(())
             .unwrap();
         assert_ne!(
-            Call::start(&bad, &ids, "http", None).request_id,
+            Call::start(&bad, &ids, "http", Duration::ZERO, None)
+                .ctx
+                .request_id,
             "has space"
         );
     }
@@ -186,10 +237,15 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(
-            Call::start(&req, &ids, "http", None).app_origin.as_deref(),
+            Call::start(&req, &ids, "http", Duration::ZERO, None)
+                .app_origin
+                .as_deref(),
             Some("http://127.0.0.1:8080")
         );
         let bad = Request::get("/x").header("host", "a b").body(()).unwrap();
-        assert_eq!(Call::start(&bad, &ids, "http", None).app_origin, None);
+        assert_eq!(
+            Call::start(&bad, &ids, "http", Duration::ZERO, None).app_origin,
+            None
+        );
     }
 }

@@ -7,16 +7,16 @@ use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
 
-use crate::config::ClientEntry;
-use crate::error::CallError;
+use std::sync::Arc;
 
-/// Header an OAuth-style app sends its token in.
-pub const X_AUTH_TOKEN: &str = "x-auth-token";
+use crate::config::ClientEntry;
+use crate::dialect::X_AUTH_TOKEN;
+use crate::error::CallError;
 
 /// The configured apps. Empty means every caller is let in anonymously.
 #[derive(Debug, Clone, Default)]
 pub struct Clients {
-    entries: Vec<(String, [u8; 32])>,
+    entries: Vec<(Arc<str>, [u8; 32])>,
 }
 
 impl Clients {
@@ -25,14 +25,17 @@ impl Clients {
         Clients {
             entries: entries
                 .iter()
-                .filter_map(|e| Some((e.name.clone(), decode_hex(&e.token_sha256)?)))
+                .filter_map(|e| Some((e.name.as_str().into(), decode_hex(&e.token_sha256)?)))
                 .collect(),
         }
     }
 
     /// The configured names.
     pub fn names(&self) -> Vec<String> {
-        self.entries.iter().map(|(name, _)| name.clone()).collect()
+        self.entries
+            .iter()
+            .map(|(name, _)| name.to_string())
+            .collect()
     }
 
     /// True when no `[[clients]]` are configured.
@@ -42,7 +45,7 @@ impl Clients {
 
     /// The name of the app the request authenticates as; `None` when no clients are
     /// configured. Accepts `X-Auth-Token: token` or `Authorization: Basic name:token`.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<&str>, CallError> {
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Arc<str>>, CallError> {
         if self.entries.is_empty() {
             return Ok(None);
         }
@@ -54,7 +57,7 @@ impl Clients {
             let mut found = None;
             for (name, expected) in &self.entries {
                 if equal(&digest, expected) {
-                    found = Some(name.as_str());
+                    found = Some(name.clone());
                 }
             }
             return found.map(Some).ok_or(BAD);
@@ -68,8 +71,8 @@ impl Clients {
         let digest = sha256(token.as_bytes());
         self.entries
             .iter()
-            .find(|(n, expected)| *n == name && equal(&digest, expected))
-            .map(|(n, _)| Some(n.as_str()))
+            .find(|(n, expected)| **n == name && equal(&digest, expected))
+            .map(|(n, _)| Some(n.clone()))
             .ok_or(BAD)
     }
 }
@@ -148,12 +151,14 @@ mod tests {
         let c = clients();
         assert_eq!(
             c.authenticate(&headers("x-auth-token", "shop-token"))
-                .unwrap(),
+                .unwrap()
+                .as_deref(),
             Some("shop")
         );
         assert_eq!(
             c.authenticate(&headers("authorization", &basic("erp", "erp-token")))
-                .unwrap(),
+                .unwrap()
+                .as_deref(),
             Some("erp")
         );
     }

@@ -15,10 +15,7 @@ use std::task::{Context, Poll};
 use http::HeaderMap;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::server::MAX_HEADER_BYTES;
-
-/// Header the guard puts in the head that replaces a refused one.
-pub const REFUSED_HEADER: &str = "x-bcproxy-refused";
+use crate::headers::{MAX_HEADER_BYTES, REFUSED};
 
 /// How much is read from the connection at a time.
 const READ_SIZE: usize = 16 * 1024;
@@ -35,7 +32,7 @@ fn marker() -> &'static str {
 
 /// Why the guard refused a request, when `headers` carry its genuine refusal marker.
 pub fn refusal(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(REFUSED_HEADER)?.to_str().ok()?;
+    let value = headers.get(REFUSED)?.to_str().ok()?;
     let (mark, why) = value.split_once(' ')?;
     (mark == marker()).then(|| why.to_string())
 }
@@ -183,7 +180,7 @@ impl<IO> FramingGuard<IO> {
                 _ => ("GET".into(), "/".into()),
             };
             let replacement = format!(
-                "{method} {path} HTTP/1.1\r\nhost: bcproxy\r\nconnection: close\r\n{REFUSED_HEADER}: {} ambiguous body framing: {why}\r\n\r\n",
+                "{method} {path} HTTP/1.1\r\nhost: bcproxy\r\nconnection: close\r\n{REFUSED}: {} ambiguous body framing: {why}\r\n\r\n",
                 marker()
             );
             self.buf.truncate(self.head_start);
@@ -515,11 +512,11 @@ mod tests {
             assert_eq!(state, State::Closed);
             let mut headers = HeaderMap::new();
             let value = text.lines().find_map(|l| l.strip_prefix("x-bcproxy-refused: ")).unwrap();
-            headers.insert(REFUSED_HEADER, value.parse().unwrap());
+            headers.insert(REFUSED, value.parse().unwrap());
             assert!(refusal(&headers).unwrap().contains("ambiguous body framing"));
         }
         let mut forged = HeaderMap::new();
-        forged.insert(REFUSED_HEADER, "0000 ambiguous".parse().unwrap());
+        forged.insert(REFUSED, "0000 ambiguous".parse().unwrap());
         assert!(refusal(&forged).is_none());
     }
 }

@@ -1,8 +1,6 @@
 //! Prometheus metrics: calls by method, status, cache result and client, latency and wait
 //! histograms recorded per call, and the budget, queue and cache read at scrape time.
 
-use std::time::Duration;
-
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -11,7 +9,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::budget::{Totals, View};
+use crate::status::Snapshot;
 use crate::telemetry::AccessRecord;
 
 /// The `Content-Type` of the `/metrics` answer.
@@ -49,27 +47,6 @@ impl Default for Metrics {
     }
 }
 
-/// What is read from the proxy at scrape time.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// The budget now.
-    pub budget: View,
-    /// The budget's totals.
-    pub totals: Totals,
-    /// Calls answered with the throttle answer.
-    pub throttled: u64,
-    /// 502/504 answers.
-    pub upstream_errors: u64,
-    /// Cache entries and their weight.
-    pub cache_entries: u64,
-    /// Bytes held by the cache.
-    pub cache_bytes: u64,
-    /// Cache answers by outcome: hits, misses, stale, coalesced, bypass.
-    pub cache: [u64; 5],
-    /// Time since start.
-    pub uptime: Duration,
-}
-
 impl Metrics {
     /// Records one finished call (from its access record).
     pub fn record(&self, r: &AccessRecord) {
@@ -81,7 +58,7 @@ impl Metrics {
             method: method.into(),
             status: r.status.to_string(),
             cache: r.cache.into(),
-            client: r.client.clone().unwrap_or_default(),
+            client: r.client.as_deref().unwrap_or_default().to_string(),
         };
         self.calls.get_or_create(&labels).inc();
         if let Some(ms) = r.upstream_ms {
@@ -173,7 +150,7 @@ impl Collector for Snapshot {
             "Calls at the store",
             b.in_flight as i64,
         )?;
-        let t = &self.totals;
+        let t = &self.counts;
         counter(&mut e, "upstream_sends", "Calls sent to the store", t.sent)?;
         counter(
             &mut e,
@@ -191,13 +168,13 @@ impl Collector for Snapshot {
             &mut e,
             "throttle_answers",
             "Calls answered with the proxy's throttle answer",
-            self.throttled,
+            t.throttled,
         )?;
         counter(
             &mut e,
             "upstream_errors",
             "Calls answered 502/504 because the store failed",
-            self.upstream_errors,
+            t.upstream_errors,
         )?;
         gauge(
             &mut e,
@@ -211,26 +188,30 @@ impl Collector for Snapshot {
             "Bytes held by the cache (bodies and headers)",
             self.cache_bytes as i64,
         )?;
-        let [hits, misses, stale, coalesced, bypass] = self.cache;
-        counter(&mut e, "cache_hits", "Fresh answers from the cache", hits)?;
+        counter(&mut e, "cache_hits", "Fresh answers from the cache", t.hits)?;
         counter(
             &mut e,
             "cache_misses",
             "Cacheable answers fetched from the store",
-            misses,
+            t.misses,
         )?;
-        counter(&mut e, "cache_stale", "Stale answers from the cache", stale)?;
+        counter(
+            &mut e,
+            "cache_stale",
+            "Stale answers from the cache",
+            t.stale,
+        )?;
         counter(
             &mut e,
             "cache_coalesced",
             "Answers shared with an identical call",
-            coalesced,
+            t.coalesced,
         )?;
         counter(
             &mut e,
             "cache_bypass",
             "Answers the cache took no part in",
-            bypass,
+            t.bypass,
         )?;
         gauge(
             &mut e,
@@ -264,7 +245,12 @@ mod tests {
             ..Default::default()
         });
         let text = m.render(Snapshot {
-            cache: [3, 1, 0, 0, 2],
+            counts: crate::status::Counts {
+                hits: 3,
+                misses: 1,
+                bypass: 2,
+                ..Default::default()
+            },
             ..Default::default()
         });
         assert!(

@@ -28,6 +28,22 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// True when the value holds a control character (a stray newline, say), which no header
+    /// can carry.
+    pub fn has_control_chars(&self) -> bool {
+        self.0.chars().any(char::is_control)
+    }
+
+    /// The first 12 hex digits of the value's SHA-256: enough to tell two secrets apart (a
+    /// rotated key, state saved for another credential), useless for recovering either.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(self.0.as_bytes())[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -65,5 +81,8 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!serde_json::to_string(&s).unwrap().contains("hunter2"));
         assert_eq!(s.expose(), "hunter2");
+        assert_eq!(s.fingerprint().len(), 12);
+        assert!(!s.fingerprint().contains("hunter2"));
+        assert_ne!(s.fingerprint(), Secret::new("hunter3").fingerprint());
     }
 }

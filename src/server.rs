@@ -20,11 +20,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::BoxError;
 use crate::framing::FramingGuard;
-
-/// Most header fields a request may have; more get `431`.
-pub const MAX_HEADERS: usize = 100;
-/// Most bytes of request headers (HTTP/1 read buffer, h2 header list); more get `431`.
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+use crate::headers::{MAX_HEADER_BYTES, MAX_HEADERS};
 
 /// The first bytes an h2 client with prior knowledge sends.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -2,17 +2,21 @@
 //!
 //! JSON lines put `timestamp`, `level` and `message` first, then every field the event
 //! declares, flattened; a declared field that holds no value (an `Option` that is `None`) is
-//! written as `null`, so every access line has the same keys. No secret is ever a field.
+//! written as `null`, so every access line has the same keys. The fields of the spans an event
+//! happens in (the call's `request_id`) follow, unless the event declares them itself. No
+//! secret is ever a field.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::Value;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{Log, LogFormat};
@@ -54,7 +58,10 @@ where
     }
     Ok(match log.format {
         LogFormat::Json => {
-            let builder = builder.event_format(JsonLines).with_filter_reloading();
+            let builder = builder
+                .fmt_fields(JsonFields)
+                .event_format(JsonLines)
+                .with_filter_reloading();
             let handle = level(builder.reload_handle());
             (builder.finish().into(), handle)
         }
@@ -81,7 +88,7 @@ pub struct AccessRecord {
     /// The call's `x-request-id`.
     pub request_id: String,
     /// The `[[clients]]` name the app authenticated as.
-    pub client: Option<String>,
+    pub client: Option<Arc<str>>,
     /// Request method.
     pub method: String,
     /// Request path with query.
@@ -145,7 +152,7 @@ where
 {
     fn format_event(
         &self,
-        _ctx: &FmtContext<'_, S, N>,
+        ctx: &FmtContext<'_, S, N>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
@@ -174,8 +181,65 @@ where
             line.push(':');
             push_json(&mut line, &fields.take(name).unwrap_or(Value::Null));
         }
+        let declared = event.metadata().fields();
+        for span in ctx
+            .event_scope()
+            .into_iter()
+            .flat_map(|scope| scope.from_root())
+        {
+            let own = span
+                .metadata()
+                .fields()
+                .iter()
+                .any(|f| declared.field(f.name()).is_some());
+            let extensions = span.extensions();
+            match extensions.get::<FormattedFields<N>>() {
+                Some(formatted) if !own && !formatted.fields.is_empty() => {
+                    line.push(',');
+                    line.push_str(&formatted.fields);
+                }
+                _ => {}
+            }
+        }
         line.push('}');
         writeln!(writer, "{line}")
+    }
+}
+
+/// Span fields as JSON object members (`"request_id":"…"`), for [`JsonLines`] to add to the
+/// events inside the span.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonFields;
+
+impl<'writer> FormatFields<'writer> for JsonFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut recorded = Fields::default();
+        fields.record(&mut recorded);
+        let mut out = String::new();
+        for (name, value) in recorded.0 {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            push_json(&mut out, &Value::String(name.to_string()));
+            out.push(':');
+            push_json(&mut out, &value);
+        }
+        writer.write_str(&out)
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        if !current.fields.is_empty() {
+            current.fields.push(',');
+        }
+        self.format_fields(current.as_writer(), fields)
     }
 }
 
@@ -274,5 +338,33 @@ mod tests {
         assert!(line["budget_remaining"].is_null());
         assert!(line.get("fields").is_none());
         assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    /// Events inside a call's span carry its request id; the access event keeps its own.
+    #[test]
+    fn span_fields_reach_the_events_inside() {
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let (dispatch, _) = subscriber(&Log::default(), move || writer.clone()).unwrap();
+        tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!("call", request_id = "r7");
+            let _entered = span.enter();
+            tracing::info!(send = 3, "budget.paused");
+            access(&AccessRecord {
+                request_id: "r7".into(),
+                ..Default::default()
+            });
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(lines[0]["message"], "budget.paused");
+        assert_eq!(lines[0]["request_id"], "r7");
+        assert_eq!(lines[0]["send"], 3);
+        assert_eq!(lines[1]["message"], "access");
+        assert_eq!(lines[1]["request_id"], "r7");
+        assert_eq!(text.matches("\"request_id\"").count(), 2, "{text}");
     }
 }

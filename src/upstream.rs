@@ -18,16 +18,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{Body, UpstreamBody};
 use crate::budget::Slot;
-use crate::call::{REQUEST_ID, Trip};
-use crate::clients::X_AUTH_TOKEN;
-use crate::config::{AuthMode, Settings, UpstreamUrl};
+use crate::call::Trip;
+use crate::config::{self, AuthMode, UpstreamUrl};
+use crate::dialect::{X_AUTH_CLIENT, X_AUTH_TOKEN};
 use crate::error::CallError;
+use crate::headers::REQUEST_ID;
 use crate::telemetry;
-
-/// Header an OAuth app sends its client id in.
-pub const X_AUTH_CLIENT: &str = "x-auth-client";
-/// Header the store's own request id is returned to the app in.
-pub const UPSTREAM_REQUEST_ID: &str = "x-upstream-request-id";
 
 /// How long an idle pooled connection to the store is kept.
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -61,9 +57,8 @@ impl std::fmt::Debug for Credential {
 pub struct BadCredential(&'static str);
 
 impl Credential {
-    /// Builds the credential from validated settings.
-    pub fn from_settings(settings: &Settings) -> Result<Credential, BadCredential> {
-        let up = &settings.upstream;
+    /// Builds the credential from a validated `[upstream]` section.
+    pub fn from_settings(up: &config::Upstream) -> Result<Credential, BadCredential> {
         let sensitive = |v: HeaderValue| {
             let mut v = v;
             v.set_sensitive(true);
@@ -134,9 +129,9 @@ pub enum UpstreamError {
 }
 
 impl Upstream {
-    /// Builds the pooled client (HTTP/1.1 and h2 by ALPN over rustls) for validated settings.
-    pub fn new(settings: &Settings) -> Result<Upstream, UpstreamError> {
-        let up = &settings.upstream;
+    /// Builds the pooled client (HTTP/1.1 and h2 by ALPN over rustls) for a validated
+    /// `[upstream]` section.
+    pub fn new(up: &config::Upstream) -> Result<Upstream, UpstreamError> {
         let tls = Arc::new(crate::tls::client_config(up.ca_file.as_deref())?);
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -155,8 +150,8 @@ impl Upstream {
             .build(connector);
         Ok(Upstream {
             client,
-            url: settings.upstream_url().clone(),
-            credential: RwLock::new(Arc::new(Credential::from_settings(settings)?)),
+            url: up.url().clone(),
+            credential: RwLock::new(Arc::new(Credential::from_settings(up)?)),
             timeout: up.timeout,
             connect_timeout: up.connect_timeout,
             tls,
@@ -170,8 +165,8 @@ impl Upstream {
 
     /// Takes the credential of a reloaded configuration (a rotated key) for the calls that
     /// follow.
-    pub fn set_credential(&self, settings: &Settings) -> Result<(), UpstreamError> {
-        let credential = Arc::new(Credential::from_settings(settings)?);
+    pub fn set_credential(&self, up: &config::Upstream) -> Result<(), UpstreamError> {
+        let credential = Arc::new(Credential::from_settings(up)?);
         *self
             .credential
             .write()
@@ -244,10 +239,9 @@ impl Upstream {
         let (mut parts, body) = response.into_parts();
         trip.upstream_status = Some(parts.status.as_u16());
         strip_hop_by_hop(&mut parts.headers);
-        if let Some(id) = parts.headers.remove(REQUEST_ID) {
-            trip.upstream_request_id = Some(String::from_utf8_lossy(id.as_bytes()).into_owned());
-            parts.headers.insert(UPSTREAM_REQUEST_ID, id);
-        }
+        // The store's own id reaches the app as `x-upstream-request-id` (set by the
+        // pipeline's `finish` from the trip); its `x-request-id` is the app's.
+        trip.upstream_id = parts.headers.remove(REQUEST_ID);
         if parts.status.is_redirection() {
             tracing::warn!(
                 request_id = %String::from_utf8_lossy(request_id.as_bytes()),

@@ -131,16 +131,7 @@ async fn concurrent_misses_make_one_call() {
     let proxy = start_proxy(settings(&sim.url(), "", &cache_on(&[]))).await;
     let http = Http::default();
     let url = format!("{}/api/v2/products?limit=20", proxy.url());
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let (http, url) = (http.clone(), url.clone());
-            tokio::spawn(async move { http.get(&url).await })
-        })
-        .collect();
-    let mut replies = Vec::new();
-    for task in tasks {
-        replies.push(task.await.unwrap());
-    }
+    let replies = get_many(&http, &url, 50).await;
     assert!(
         replies
             .iter()
@@ -510,7 +501,8 @@ async fn max_size_holds() {
         }
     }
     assert!(passed >= 3 * 64 * 1024);
-    let (entries, bytes) = proxy.proxy().cache().size().await;
+    let snapshot = proxy.status().settled_snapshot().await;
+    let (entries, bytes) = (snapshot.cache_entries, snapshot.cache_bytes);
     assert!(entries > 0);
     assert!(bytes <= 64 * 1024, "the cache holds {bytes} bytes");
 }
@@ -713,4 +705,72 @@ async fn the_log_shows_the_cache() {
     assert_eq!(summary["cache_stale_ratio"], 0.0);
     assert_eq!(summary["cache_coalesced_ratio"], 0.0);
     assert!(summary["cache_entries"].as_u64().unwrap() >= 1);
+}
+
+/// The store's own request id reaches the app as `x-upstream-request-id` whenever its call went
+/// upstream (MISS, COALESCED, BYPASS), and is logged; a HIT made no store call and has none.
+#[tokio::test]
+async fn the_stores_request_id_comes_back_when_the_call_went_upstream() {
+    let (logs, _guard) = Logs::capture();
+    let sim = start_sim_with(SimConfig {
+        latency: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let proxy = start_proxy(settings(&sim.url(), "", &cache_on(&[]))).await;
+    let http = Http::default();
+    let url = format!("{}/api/v2/products/4", proxy.url());
+    let shared = get_many(&http, &url, 4).await;
+    let store_id = sim.sim.stats(true).log[0].request_id.clone();
+    assert!(store_id.is_some());
+    let stores_own = shared[0]
+        .header("x-upstream-request-id")
+        .map(str::to_string);
+    assert!(
+        stores_own
+            .as_deref()
+            .is_some_and(|id| id.starts_with("sim-")),
+        "{:?}",
+        shared[0].headers
+    );
+    for reply in &shared {
+        assert!(matches!(
+            reply.header("x-cache"),
+            Some("MISS" | "COALESCED")
+        ));
+        assert_eq!(
+            reply.header("x-upstream-request-id").map(str::to_string),
+            stores_own,
+            "{}",
+            reply.header("x-cache").unwrap()
+        );
+        assert_ne!(reply.header("x-request-id"), stores_own.as_deref());
+    }
+    let hit = http.get(&url).await;
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert_eq!(hit.header("x-upstream-request-id"), None);
+    let bypass = http.get_with(&url, &[("cache-control", "no-store")]).await;
+    assert_eq!(bypass.header("x-cache"), Some("BYPASS"));
+    let bypass_id = bypass.header("x-upstream-request-id").expect("a store id");
+    assert!(bypass_id.starts_with("sim-") && Some(bypass_id) != stores_own.as_deref());
+    assert_eq!(calls(&sim).await, 2);
+    proxy.stop().await;
+    let access = logs.access();
+    let logged: Vec<_> = access
+        .iter()
+        .map(|l| {
+            (
+                l["cache"].as_str().unwrap(),
+                l["upstream_request_id"].clone(),
+            )
+        })
+        .collect();
+    for (cache, id) in &logged {
+        match *cache {
+            "HIT" => assert!(id.is_null()),
+            "BYPASS" => assert_eq!(id.as_str(), Some(bypass_id)),
+            _ => assert_eq!(id.as_str(), stores_own.as_deref()),
+        }
+    }
+    assert_eq!(logged.len(), 6);
 }

@@ -198,3 +198,70 @@ async fn no_secret_ever_reaches_the_log() {
         assert!(!text.contains(secret), "the log holds {secret:?}:\n{text}");
     }
 }
+
+/// Every event a call causes runs in its span and names its request id: here the retry of a
+/// GET the store failed, and the budget's pause after the store throttled a write.
+#[tokio::test]
+async fn events_a_call_causes_carry_its_request_id() {
+    let (logs, _guard) = Logs::capture();
+    let sim = start_sim_with(SimConfig {
+        limit: 3,
+        window: Duration::from_millis(1200),
+        ..Default::default()
+    })
+    .await;
+    let proxy = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[
+            ("budget.limit", "100"),
+            ("budget.window", "1200ms"),
+            ("budget.reserve_writes", "0"),
+        ],
+    ))
+    .await;
+    let http = Http::default();
+    sim.sim.inject(
+        Fault::Status {
+            status: 500,
+            location: None,
+        },
+        1,
+    );
+    let retried = http
+        .get_with(
+            &format!("{}/api/v2/time", proxy.url()),
+            &[("x-request-id", "retried-call")],
+        )
+        .await;
+    assert_eq!(retried.status, 200);
+    sim.sim.spend(10);
+    let written = http
+        .send(
+            Request::post(format!("{}/api/v2/brands", proxy.url()))
+                .header("content-type", "application/json")
+                .header("x-request-id", "throttled-write")
+                .body(body(r#"{"name":"Spanned"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(written.status, 201, "{}", written.text());
+    proxy.stop().await;
+    let lines = logs.lines();
+    let named = |message: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l["message"] == message)
+            .map(|l| l["request_id"].as_str().unwrap_or("(none)").to_string())
+            .collect()
+    };
+    assert_eq!(named("upstream.retry"), ["retried-call"]);
+    assert!(
+        named("budget.throttled_by_store")
+            .iter()
+            .all(|id| id == "throttled-write"),
+        "{:?}",
+        named("budget.throttled_by_store")
+    );
+    assert!(named("budget.paused").contains(&"throttled-write".to_string()));
+}

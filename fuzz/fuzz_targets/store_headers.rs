@@ -1,7 +1,7 @@
 //! The store-header parsers: any status and any header values must read without a panic.
 #![no_main]
 
-use bcproxy::budget::report::{self, Report};
+use bcproxy::dialect::{self as report, Report};
 use bcproxy::config::Dialect;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;

@@ -1,31 +1,36 @@
 //! The store's request budget: how many upstream calls may go out, when, and in what order.
 //!
-//! The call pipeline sees only the [`Budget`] interface: acquire a [`Slot`] (waiting in a
-//! bounded queue if need be), send, [`Budget::observe`] the store's answer, drop the slot when
-//! the answer is read. [`local::LocalBudget`] keeps the budget in memory for one process; a
-//! shared backend can replace it without touching the pipeline.
+//! The pipeline sees one [`Budget`]: acquire a [`Slot`] (waiting in a bounded queue if need
+//! be), send, [`Budget::observe`] the store's answer, drop the slot when the answer is read.
+//! The budget is two parts:
 //!
-//! - `ledger`: the proxy's own count of sends in the window (pure);
-//! - `report`: what the store's headers say (pure);
-//! - `local`: the in-memory budget: ledger, store reports, pause after a store throttle,
-//!   write reserve, queue, upstream concurrency;
-//! - `persist`: the state file that lets the ledger survive restarts.
+//! - `queue` ([`Budget`]), the same for every backend: the FIFO of waiting calls with their
+//!   deadlines, `max_queue`, the upstream concurrency cap, the write reserve, and the events
+//!   the budget logs;
+//! - an [`Allowance`] backend, which owns the count of sends in the window, the store's latest
+//!   report and the pause after a throttle: [`memory::MemoryAllowance`] for one process.
 //!
-//! This module does no network I/O.
+//! Both apply the rules of `policy` (pure): what is left, the reserve, the pause after a
+//! throttle. `ledger` counts sends in the window (pure); `persist` is the memory backend's
+//! state file. [`build`] picks the backend for the settings. This module does no network I/O.
 
+pub mod allowance;
 pub mod ledger;
-pub mod local;
+pub mod memory;
 pub mod persist;
-pub mod report;
+pub mod policy;
+mod queue;
 
-use std::fmt::Debug;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, Method};
+use http::Method;
 use tokio::time::Instant;
+
+pub use allowance::{Allowance, Grant, SendId, Standing};
+pub use queue::{Budget, QueueLimits, Slot};
+
+use crate::config::Settings;
 
 /// What kind of call asks for budget: reads may not use the write reserve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +52,8 @@ impl Class {
     }
 }
 
-/// A request for one upstream send.
-#[derive(Debug, Clone, Copy)]
+/// A request for one upstream send, made from the call's context.
+#[derive(Debug, Clone)]
 pub struct Ask {
     /// Read or write.
     pub class: Class,
@@ -56,6 +61,8 @@ pub struct Ask {
     pub deadline: Instant,
     /// A call the store throttled, going back to the head of the queue.
     pub resend: bool,
+    /// The `[[clients]]` name of the app that asked, if any.
+    pub client: Option<Arc<str>>,
 }
 
 /// Why a call cannot have budget in time.
@@ -119,64 +126,18 @@ pub struct Totals {
     pub store_throttles: u64,
 }
 
-/// The future [`Budget::acquire`] returns.
-pub type Acquire = Pin<Box<dyn Future<Output = Result<Slot, Refused>> + Send>>;
-
-/// The budget interface the call pipeline uses.
-pub trait Budget: Send + Sync + Debug + 'static {
-    /// A slot for one send, waiting in arrival order until budget allows (or refusing at once
-    /// when it would not allow by the deadline). Dropping the future leaves the queue and
-    /// spends nothing.
-    fn acquire(self: Arc<Self>, ask: Ask) -> Acquire;
-    /// Gives a slot back; `sent` says whether the call went out.
-    fn release(&self, seq: u64, sent: bool);
-    /// Learns from the store's answer to the send of slot `seq`.
-    fn observe(&self, seq: u64, status: u16, headers: &HeaderMap) -> Verdict;
-    /// The budget now.
-    fn view(&self) -> View;
-    /// Totals since start.
-    fn totals(&self) -> Totals;
-}
-
-/// The right to send one call upstream, held until its answer is read.
-pub struct Slot {
-    budget: Arc<dyn Budget>,
-    seq: u64,
-    sent: bool,
-}
-
-impl Slot {
-    /// Wraps a granted slot (for [`Budget`] implementations).
-    pub fn new(budget: Arc<dyn Budget>, seq: u64) -> Slot {
-        Slot {
-            budget,
-            seq,
-            sent: false,
-        }
-    }
-
-    /// The send's sequence number.
-    pub fn seq(&self) -> u64 {
-        self.seq
-    }
-
-    /// Marks the call as gone to the store: the budget keeps counting it.
-    pub fn mark_sent(&mut self) {
-        self.sent = true;
-    }
-}
-
-impl Debug for Slot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slot")
-            .field("seq", &self.seq)
-            .field("sent", &self.sent)
-            .finish()
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.budget.release(self.seq, self.sent);
-    }
+/// The budget for validated settings: the backend they call for, behind the queue. Must be
+/// called inside a Tokio runtime (the queue and the state file have tasks of their own).
+pub fn build(settings: &Settings) -> Budget {
+    let b = &settings.budget;
+    let state_file = b
+        .state_file
+        .clone()
+        .map(|path| persist::StateFile::new(path, settings.upstream.identity(b.dialect)));
+    let allowance = memory::MemoryAllowance::new(b.dialect, b.limit, b.window, state_file);
+    Budget::new(
+        b.dialect,
+        QueueLimits::new(b, &settings.upstream),
+        allowance,
+    )
 }

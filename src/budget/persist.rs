@@ -176,42 +176,28 @@ impl StateFile {
         StateFile { path, store }
     }
 
-    /// Restores the ledger from the file; a missing, corrupt or foreign file is logged and
-    /// ignored.
-    pub fn load_into(&self, budget: &super::local::LocalBudget) {
+    /// The sends the file holds; a missing, corrupt or foreign file is logged and ignored.
+    pub fn load(&self) -> Option<Spent> {
         match load(&self.path, &self.store) {
             Ok(Some(spent)) => {
-                budget.restore(&spent);
                 tracing::info!(path = %self.path.display(), sends = spent.sends.len(), "budget.restored");
+                Some(spent)
             }
             Ok(None) => {
                 tracing::info!(path = %self.path.display(), "budget.state_file: none yet, starting from the store's headers");
+                None
             }
             Err(e) => {
                 tracing::warn!(error = %e, "budget.state_file: ignored, starting from the store's headers");
+                None
             }
         }
     }
 
-    /// Writes the ledger; with `if_changed`, only when it changed since the last write.
-    pub fn save_from(&self, budget: &super::local::LocalBudget, if_changed: bool) {
-        let Some(spent) = budget.ledger_snapshot(if_changed) else {
-            return;
-        };
-        if let Err(e) = save(&self.path, &snapshot(&self.store, &spent)) {
+    /// Writes `spent`; a failure is logged.
+    pub fn save(&self, spent: &Spent) {
+        if let Err(e) = save(&self.path, &snapshot(&self.store, spent)) {
             tracing::warn!(error = %e, "budget.state_file");
-        }
-    }
-
-    /// Writes the ledger every `every` while it changes; runs until aborted.
-    pub async fn keep(self, budget: std::sync::Arc<super::local::LocalBudget>, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let (file, budget) = (self.clone(), budget.clone());
-            // File I/O off the async workers.
-            let _ = tokio::task::spawn_blocking(move || file.save_from(&budget, true)).await;
         }
     }
 }

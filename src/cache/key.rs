@@ -8,7 +8,7 @@
 use http::header::{ACCEPT, ACCEPT_ENCODING};
 use http::{HeaderMap, Uri};
 
-use crate::error::wants_xml;
+use crate::dialect::wants_xml;
 
 /// What makes two GETs the same cached answer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -98,19 +98,7 @@ pub fn family(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    http::HeaderName::from_static(k),
-                    HeaderValue::from_static(v),
-                )
-            })
-            .collect()
-    }
+    use crate::headers::test_map as headers;
 
     #[test]
     fn families_cover_lists_counts_and_sub_resources() {

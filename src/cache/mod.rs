@@ -3,7 +3,7 @@
 //!
 //! - `key`: what makes two GETs the same answer, and which family a path belongs to;
 //! - `policy`: TTLs (`cache.ttl`, built-in rules, `[[cache.rules]]`, `Cache-Control`);
-//! - `flight`: coalescing of concurrent identical misses.
+//! - `flight`: coalescing of concurrent identical misses (the cache owns the flights).
 //!
 //! Writes bump their family's generation; an entry is only served while its generation is
 //! current, and an answer is only stored if the generation did not move while it was being
@@ -27,7 +27,11 @@ use tokio::time::Instant;
 pub use key::{Key, family};
 pub use policy::{Directive, Policy};
 
-use crate::config::Settings;
+use crate::call::Trip;
+use crate::config;
+use crate::dialect::BUDGET_HEADERS;
+use crate::error::CallError;
+use flight::{Flight, Flights};
 
 /// How the cache took part in an answer: the `x-cache` header and the access log's `cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,17 +61,23 @@ impl Outcome {
     }
 }
 
-/// Response headers that describe the moment an answer was made, not the answer: they are not
-/// kept in an entry (the budget headers are set afresh on every answer).
-const MOMENT_HEADERS: [&str; 7] = [
-    "x-bc-apilimit-remaining",
-    "x-rate-limit-time-window-ms",
-    "x-rate-limit-time-reset-ms",
-    "x-rate-limit-requests-quota",
-    "x-rate-limit-requests-left",
-    "x-retry-after",
-    crate::upstream::UPSTREAM_REQUEST_ID,
-];
+/// The store's answer to a cacheable GET, read whole, shared by every call on its flight.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The store's status.
+    pub status: StatusCode,
+    /// The store's headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+    /// The entry made of it, when it could be cached.
+    pub entry: Option<Arc<Entry>>,
+    /// The upstream side of the fetch.
+    pub trip: Trip,
+}
+
+/// What a flight lands: the fetched answer, or why there is none.
+pub type Landed = Result<Arc<Fetched>, CallError>;
 
 /// One cached answer.
 #[derive(Debug)]
@@ -168,6 +178,7 @@ impl Counters {
 #[derive(Debug)]
 pub struct Cache {
     entries: moka::future::Cache<Key, Arc<Entry>>,
+    flights: Arc<Flights<Landed>>,
     policy: RwLock<Arc<Policy>>,
     enabled: bool,
     max_entry: u64,
@@ -205,9 +216,8 @@ impl moka::Expiry<Key, Arc<Entry>> for Lifetime {
 }
 
 impl Cache {
-    /// The cache for validated settings.
-    pub fn new(settings: &Settings) -> Cache {
-        let c = &settings.cache;
+    /// The cache for the `[cache]` section.
+    pub fn new(c: &config::Cache) -> Cache {
         let max_size = c.max_size.as_u64();
         let entries = moka::future::Cache::builder()
             .max_capacity(max_size)
@@ -217,6 +227,7 @@ impl Cache {
             .build();
         Cache {
             entries,
+            flights: Arc::new(Flights::default()),
             policy: RwLock::new(Arc::new(Policy::new(c.ttl, c.stale, &c.rules))),
             enabled: c.enabled && max_size > 0,
             // One answer may not take more than a quarter of the cache.
@@ -241,13 +252,17 @@ impl Cache {
 
     /// Takes new TTL rules (`cache.ttl`, `cache.stale`, `[[cache.rules]]`) from a reload.
     /// Entries already stored keep the lifetime they were given.
-    pub fn set_policy(&self, settings: &Settings) {
-        let c = &settings.cache;
+    pub fn set_policy(&self, c: &config::Cache) {
         let policy = Arc::new(Policy::new(c.ttl, c.stale, &c.rules));
         *self
             .policy
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+    }
+
+    /// Joins the fetch in flight for `key`, or leads a new one.
+    pub fn join(&self, key: &Key) -> Flight<Landed> {
+        self.flights.join(key)
     }
 
     /// Entries and bytes now, without waiting for pending maintenance.
@@ -287,7 +302,7 @@ impl Cache {
         generation: u64,
         now: Instant,
     ) -> Option<Arc<Entry>> {
-        for name in MOMENT_HEADERS {
+        for name in BUDGET_HEADERS {
             headers.remove(name);
         }
         let etag = match headers.get(ETAG) {
@@ -364,11 +379,13 @@ impl Cache {
 mod tests {
     use super::*;
 
-    fn settings(max_size: &str) -> Settings {
-        let text = format!(
-            "[upstream]\nurl = \"https://x\"\nusername = \"u\"\napi_key = \"k\"\n[cache]\nmax_size = \"{max_size}\"\nttl = \"60s\"\nstale = \"1h\"\n"
-        );
-        Settings::from_toml(&text, HashMap::new()).unwrap()
+    fn settings(max_size: &str) -> config::Cache {
+        config::Cache {
+            max_size: max_size.parse().unwrap(),
+            ttl: Duration::from_secs(60),
+            stale: Duration::from_secs(3600),
+            ..config::Cache::default()
+        }
     }
 
     fn key(target: &str) -> Key {

@@ -148,19 +148,7 @@ pub fn response_ttl(headers: &HeaderMap, ttl: Duration) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    http::HeaderName::from_static(k),
-                    HeaderValue::from_static(v),
-                )
-            })
-            .collect()
-    }
+    use crate::headers::test_map as headers;
 
     fn rule(prefix: &str, secs: u64) -> CacheRule {
         CacheRule {

@@ -16,6 +16,23 @@ pub enum Format {
 }
 
 impl Format {
+    /// What the store serves a call: the path's `.xml`/`.json` suffix decides, else the first
+    /// of XML and JSON that `Accept` names (JSON when it names neither).
+    pub fn negotiate(path: &str, accept: Option<&str>) -> Format {
+        match path.rsplit_once('.').map(|(_, suffix)| suffix) {
+            Some("xml") => return Format::Xml,
+            Some("json") => return Format::Json,
+            _ => {}
+        }
+        let accept = accept.unwrap_or("").to_ascii_lowercase();
+        let first = |needle: &str| accept.find(needle).unwrap_or(usize::MAX);
+        if first("xml") < first("json") {
+            Format::Xml
+        } else {
+            Format::Json
+        }
+    }
+
     /// The `Content-Type` of this representation.
     pub fn content_type(self) -> &'static str {
         match self {

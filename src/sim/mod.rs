@@ -453,9 +453,15 @@ impl Sim {
         let route = self.route(parts.uri.path());
         let v3 = matches!(route, Some((Api::V3, _, _)));
         let shape = if v3 { Shape::V3 } else { Shape::Legacy };
-        let xml = !v3
-            && crate::error::wants_xml(parts.uri.path(), parts.headers.get(http::header::ACCEPT));
-        let format = if xml { Format::Xml } else { Format::Json };
+        let format = if v3 {
+            Format::Json
+        } else {
+            Format::negotiate(
+                parts.uri.path(),
+                header(http::header::ACCEPT.as_str()).as_deref(),
+            )
+        };
+        let xml = format == Format::Xml;
         let gzip = inner.config.dialect == Dialect::Oauth
             && header("accept-encoding").is_some_and(|e| e.to_ascii_lowercase().contains("gzip"));
         let finish = |entry, response| self.finish(entry, response, gzip);

@@ -200,6 +200,21 @@ impl Http {
     }
 }
 
+/// `n` GETs of `url` at once, each on a task of its own; the replies in the order started.
+pub async fn get_many(http: &Http, url: &str, n: usize) -> Vec<Reply> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.to_string());
+            tokio::spawn(async move { http.get(&url).await })
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(n);
+    for task in tasks {
+        replies.push(task.await.expect("the GET task"));
+    }
+    replies
+}
+
 /// One HTTP/1.1 connection driven by hand.
 pub struct RawConn {
     stream: TcpStream,

@@ -5,20 +5,9 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-use crate::config::Dialect;
-
-/// Legacy: requests left in the rolling hour.
-pub const LEGACY_REMAINING: &str = "x-bc-apilimit-remaining";
-/// OAuth: the window's length.
-pub const OAUTH_WINDOW: &str = "x-rate-limit-time-window-ms";
-/// OAuth: time until the window resets.
-pub const OAUTH_RESET: &str = "x-rate-limit-time-reset-ms";
-/// OAuth: requests per window.
-pub const OAUTH_QUOTA: &str = "x-rate-limit-requests-quota";
-/// OAuth: requests left in the window.
-pub const OAUTH_LEFT: &str = "x-rate-limit-requests-left";
-/// OAuth: seconds to wait after a 429.
-pub const OAUTH_RETRY: &str = "x-retry-after";
+use super::{
+    Dialect, LEGACY_REMAINING, OAUTH_LEFT, OAUTH_QUOTA, OAUTH_RESET, OAUTH_RETRY, OAUTH_WINDOW,
+};
 
 /// What one response says about the store's budget.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,7 +39,7 @@ impl Report {
         match dialect {
             Dialect::Legacy => Report {
                 left: number(LEGACY_REMAINING),
-                throttled: status == 509,
+                throttled: dialect.is_throttle(status),
                 ..Report::default()
             },
             Dialect::Oauth => Report {
@@ -66,7 +55,7 @@ impl Report {
                     .and_then(|v| v.trim().parse::<f64>().ok())
                     .filter(|s| s.is_finite() && *s >= 0.0)
                     .map(|s| Duration::from_secs_f64(s.min(86_400.0))),
-                throttled: status == 429,
+                throttled: dialect.is_throttle(status),
             },
         }
     }
@@ -84,19 +73,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    http::HeaderName::from_static(k),
-                    HeaderValue::from_static(v),
-                )
-            })
-            .collect()
-    }
+    use crate::headers::test_map as headers;
 
     #[test]
     fn legacy_remaining_and_509() {

@@ -1,0 +1,312 @@
+//! The in-memory allowance of one proxy process: the ledger of sends, the store's latest
+//! report, the pause after a throttle, and (when `budget.state_file` is set) a state file that
+//! lets the ledger survive restarts, all behind one mutex on Tokio's clock.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::allowance::{Allowance, Grant, Observed, Paused, Pending, SendId, Standing, Taken};
+use super::ledger::{Ledger, Spent};
+use super::persist::StateFile;
+use super::policy::{self, Held, Pause};
+use crate::dialect::{Dialect, Report};
+
+/// How often the state file is written while the ledger changes.
+const STATE_EVERY: Duration = Duration::from_secs(2);
+
+/// The budget's window and count, kept in this process.
+#[derive(Debug)]
+pub struct MemoryAllowance {
+    dialect: Dialect,
+    state: Mutex<State>,
+    state_file: Option<StateFile>,
+}
+
+#[derive(Debug)]
+struct State {
+    ledger: Ledger,
+    /// The store's latest statement of what is left.
+    report: Option<Held>,
+    pause: Pause,
+    /// Grants not yet released: when each was granted.
+    outstanding: HashMap<SendId, Instant>,
+    next_send: u64,
+    /// Header-less 429s in a row.
+    backoffs: u32,
+    /// True when the ledger changed since the state file was written.
+    dirty: bool,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl State {
+    fn last(&self) -> SendId {
+        SendId(self.next_send - 1)
+    }
+
+    fn remaining(&mut self, now: Instant) -> u64 {
+        let own = self.ledger.left(now);
+        policy::remaining(own, self.report, self.last(), now)
+    }
+
+    /// The next moment something could free without anything else happening.
+    fn next_change(&mut self, now: Instant) -> Option<Duration> {
+        let mut candidates = Vec::with_capacity(3);
+        if let Pause::Until { until, .. } = self.pause {
+            candidates.push(until);
+        }
+        if let Some(held) = self.report {
+            candidates.push(held.expires);
+        }
+        let left = self.ledger.left(now);
+        if let Some(at) = self.ledger.free_at(now, left + 1) {
+            candidates.push(at);
+        }
+        candidates
+            .into_iter()
+            .filter(|&t| t > now)
+            .min()
+            .map(|t| t - now)
+    }
+
+    fn grant(&mut self, now: Instant) -> Grant {
+        self.ledger.record(now);
+        let id = SendId(self.next_send);
+        self.next_send += 1;
+        self.outstanding.insert(id, now);
+        let probe = self.pause == Pause::Probing(None);
+        if probe {
+            self.pause = Pause::Probing(Some(id));
+        }
+        self.dirty = true;
+        Grant { id, probe }
+    }
+}
+
+impl MemoryAllowance {
+    /// An allowance of `limit` sends per `window`, its ledger restored from `state_file` when
+    /// there is one (which is then written every few seconds while it changes, and by
+    /// [`Allowance::flush`]). Must be made inside a Tokio runtime when it has a state file.
+    pub fn new(
+        dialect: Dialect,
+        limit: u64,
+        window: Duration,
+        state_file: Option<StateFile>,
+    ) -> Arc<MemoryAllowance> {
+        let now = Instant::now();
+        let ledger = match dialect {
+            Dialect::Legacy => Ledger::rolling(limit, window),
+            Dialect::Oauth => Ledger::fixed(limit, window, now),
+        };
+        let allowance = Arc::new(MemoryAllowance {
+            dialect,
+            state: Mutex::new(State {
+                ledger,
+                report: None,
+                pause: Pause::Open,
+                outstanding: HashMap::new(),
+                next_send: 1,
+                backoffs: 0,
+                dirty: false,
+            }),
+            state_file,
+        });
+        if let Some(file) = &allowance.state_file {
+            if let Some(spent) = file.load() {
+                lock(&allowance.state)
+                    .ledger
+                    .restore(Instant::now(), &spent);
+            }
+            tokio::spawn(keep(Arc::downgrade(&allowance), STATE_EVERY));
+        }
+        allowance
+    }
+
+    /// What the ledger holds, for the state file; with `if_changed`, `None` when nothing
+    /// changed since the last call.
+    fn ledger_snapshot(&self, if_changed: bool) -> Option<Spent> {
+        let mut state = lock(&self.state);
+        if if_changed && !state.dirty {
+            return None;
+        }
+        state.dirty = false;
+        state.ledger.used(Instant::now());
+        Some(state.ledger.spent())
+    }
+
+    fn save(&self, if_changed: bool) {
+        if let (Some(file), Some(spent)) = (&self.state_file, self.ledger_snapshot(if_changed)) {
+            file.save(&spent);
+        }
+    }
+
+    fn take_now(&self, reserve: u64) -> Taken {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        let resumed = state.pause.advance(now);
+        let allowed = state
+            .pause
+            .gate()
+            .and_then(|()| policy::admit(state.remaining(now), reserve));
+        match allowed {
+            Ok(()) => Taken::Granted {
+                grant: state.grant(now),
+                resumed,
+            },
+            Err(why) => Taken::Blocked {
+                why,
+                retry_in: state.next_change(now),
+            },
+        }
+    }
+
+    fn estimate_now(&self, need: u64) -> Option<Duration> {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        let mut at = state.ledger.free_at(now, need)?;
+        if let Some(held) = state.report {
+            if held
+                .left_now(state.last(), now)
+                .is_some_and(|left| left < need)
+            {
+                at = at.max(held.expires);
+            }
+        }
+        if let Pause::Until { until, .. } = state.pause {
+            at = at.max(until);
+        }
+        Some(at.saturating_duration_since(now))
+    }
+
+    fn observe_now(&self, grant: Grant, report: Report) -> Observed {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        if let (Some(quota), Some(window), Some(reset)) =
+            (report.quota, report.window, report.reset)
+        {
+            state.ledger.sync_fixed(quota, window, now + reset);
+        }
+        if let Some(left) = report.left {
+            if policy::replaces(state.report, grant.id, now) {
+                let holds = self.dialect.report_holds(&report, state.ledger.step());
+                state.report = Some(Held {
+                    left,
+                    send: grant.id,
+                    expires: now + holds,
+                });
+            }
+        }
+        let mut observed = Observed::default();
+        if report.throttled {
+            let already = matches!(state.pause, Pause::Until { until, .. } if until > now);
+            if !already || state.pause == Pause::Probing(Some(grant.id)) {
+                let free_at = if state.ledger.left(now) == 0 {
+                    state.ledger.free_at(now, 1)
+                } else {
+                    None
+                };
+                let after = policy::pause_after(
+                    self.dialect.after_throttle(&report),
+                    now,
+                    state.ledger.step(),
+                    free_at,
+                    state.backoffs,
+                    jitter(),
+                );
+                state.pause = after.pause;
+                state.backoffs = after.backoffs;
+                let probe = matches!(after.pause, Pause::Until { probe: true, .. });
+                observed.paused = Some(Paused {
+                    reason: after.reason,
+                    length: after.length,
+                    probe,
+                });
+            }
+        } else if state.pause == Pause::Probing(Some(grant.id)) {
+            state.pause = Pause::Open;
+            state.backoffs = 0;
+            observed.resumed = true;
+        }
+        observed
+    }
+}
+
+/// A number in 0..1 that differs from call to call, to spread back-offs.
+fn jitter() -> f64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    (h.finish() % 1000) as f64 / 1000.0
+}
+
+impl Allowance for MemoryAllowance {
+    fn take(&self, reserve: u64) -> Pending<'_, Taken> {
+        let taken = self.take_now(reserve);
+        Box::pin(std::future::ready(taken))
+    }
+
+    fn estimate(&self, need: u64) -> Pending<'_, Option<Duration>> {
+        let estimate = self.estimate_now(need);
+        Box::pin(std::future::ready(estimate))
+    }
+
+    fn observe(&self, grant: Grant, report: Report) -> Pending<'_, Observed> {
+        let observed = self.observe_now(grant, report);
+        Box::pin(std::future::ready(observed))
+    }
+
+    fn release(&self, grant: Grant, sent: bool) {
+        let mut state = lock(&self.state);
+        if let Some(at) = state.outstanding.remove(&grant.id) {
+            if !sent {
+                state.ledger.unrecord(at);
+                state.dirty = true;
+            }
+        }
+        if state.pause == Pause::Probing(Some(grant.id)) {
+            // The probe ended without a verdict (it failed before the store answered).
+            state.pause = Pause::Probing(None);
+        }
+    }
+
+    fn standing(&self) -> Standing {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        state.pause.advance(now);
+        Standing {
+            remaining: state.remaining(now),
+            limit: state.ledger.limit(),
+            window: state.ledger.window(),
+            step: state.ledger.step(),
+            paused: state.pause.is_paused(),
+        }
+    }
+
+    fn reconfigure(&self, limit: u64, window: Duration) {
+        lock(&self.state).ledger.resize(limit, window);
+    }
+
+    fn flush(&self) {
+        self.save(false);
+    }
+}
+
+/// Writes the state file every `every` while the ledger changes; ends when the allowance is
+/// dropped.
+async fn keep(allowance: std::sync::Weak<MemoryAllowance>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(allowance) = allowance.upgrade() else {
+            return;
+        };
+        // File I/O off the async workers.
+        let _ = tokio::task::spawn_blocking(move || allowance.save(true)).await;
+    }
+}

@@ -1,0 +1,97 @@
+//! `[listen]`: the app-facing listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+use super::values::{at_least_one, duration, opt_path, positive, size};
+
+/// `[listen]`: where apps connect and what a connection may do.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Address apps connect to.
+    pub addr: SocketAddr,
+    /// PEM certificate chain; with `tls_key`, the listener speaks HTTPS.
+    #[serde(with = "opt_path")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    #[serde(with = "opt_path")]
+    pub tls_key: Option<PathBuf>,
+    /// Larger request bodies get 413 and nothing is sent to the store.
+    #[serde(with = "size")]
+    pub max_body: ByteSize,
+    /// A client that has not sent its request headers by then is dropped.
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
+    /// On SIGTERM/SIGINT, in-flight calls get this long to finish.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    /// Connections beyond this are refused at once.
+    pub max_connections: usize,
+    /// Must be true to listen beyond loopback without `[[clients]]`.
+    pub allow_anonymous: bool,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            max_body: ByteSize::mib(10),
+            header_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            max_connections: 10_000,
+            allow_anonymous: false,
+        }
+    }
+}
+
+impl Listen {
+    /// Checks the section on its own (the open-proxy rule also needs `[[clients]]`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::new(
+                "listen.tls_key",
+                "listen.tls_cert and listen.tls_key must be set together",
+            ));
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            crate::tls::server_config(cert, key)
+                .map_err(|e| ConfigError::new("listen.tls_cert", e.to_string()))?;
+        }
+        positive("listen.header_timeout", self.header_timeout)?;
+        at_least_one("listen.max_connections", self.max_connections as u64)?;
+        Ok(())
+    }
+
+    /// `https` with a certificate, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The open-proxy rule: a listener reachable beyond this host needs `[[clients]]` unless
+    /// anonymous access is allowed explicitly.
+    pub fn check_open(&self, addr: SocketAddr, has_clients: bool) -> Result<(), ConfigError> {
+        if !addr.ip().is_loopback() && !has_clients && !self.allow_anonymous {
+            return Err(ConfigError::new(
+                "listen.allow_anonymous",
+                format!(
+                    "listen.addr {addr} is reachable beyond this host and no [[clients]] are \
+                     configured; refusing to run an open proxy that holds the store's \
+                     credentials (add [[clients]] or set listen.allow_anonymous = true)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,281 @@
+//! `[upstream]`: the store, its credential and how calls reach it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::values::{at_least_one, duration, opt_path, positive};
+use super::{ConfigError, ENV_PREFIX};
+use crate::secret::Secret;
+
+/// How bcproxy authenticates to the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Legacy API account: `Authorization: Basic base64(username:api_key)`.
+    #[default]
+    Basic,
+    /// OAuth API account: `X-Auth-Token: api_key` (and `X-Auth-Client: client_id`).
+    Token,
+}
+
+impl AuthMode {
+    /// The name used in the config file and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Basic => "basic",
+            AuthMode::Token => "token",
+        }
+    }
+}
+
+/// `[upstream]`: the store.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    /// The store's origin plus optional path prefix.
+    pub url: Option<UpstreamUrl>,
+    /// `basic` or `token`.
+    pub auth: AuthMode,
+    /// Basic auth user name (the legacy API account's user).
+    pub username: String,
+    /// The store's API key or access token. After loading it also holds `api_key_file`'s content.
+    pub api_key: Secret,
+    /// A file holding the API key (trailing newline trimmed).
+    #[serde(with = "opt_path")]
+    pub api_key_file: Option<PathBuf>,
+    /// Sent as `X-Auth-Client` with `auth = "token"`.
+    pub client_id: String,
+    /// Extra trusted roots (PEM) beside the platform's.
+    #[serde(with = "opt_path")]
+    pub ca_file: Option<PathBuf>,
+    /// Deadline for the TCP and TLS connection to the store.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// Deadline for the store's response headers; then 504.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Upstream calls in flight at once, at most.
+    pub max_concurrency: usize,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            url: None,
+            auth: AuthMode::Basic,
+            username: String::new(),
+            api_key: Secret::default(),
+            api_key_file: None,
+            client_id: String::new(),
+            ca_file: None,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(60),
+            max_concurrency: 8,
+        }
+    }
+}
+
+impl Upstream {
+    /// The parsed store URL. Loading guarantees it is set.
+    pub fn url(&self) -> &UpstreamUrl {
+        self.url
+            .as_ref()
+            .expect("Settings::load rejects a missing upstream.url")
+    }
+
+    /// Reads `api_key_file` into `api_key`, enforcing exactly one of them.
+    pub(super) fn resolve_secret(&mut self) -> Result<(), ConfigError> {
+        match (&self.api_key_file, self.api_key.is_empty()) {
+            (Some(_), false) => Err(ConfigError::new(
+                "upstream.api_key",
+                "both upstream.api_key and upstream.api_key_file are set; use one of them",
+            )),
+            (Some(path), true) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new(
+                        "upstream.api_key_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let key = text.trim_end_matches(['\n', '\r']);
+                if key.is_empty() {
+                    return Err(ConfigError::new(
+                        "upstream.api_key_file",
+                        format!("{} is empty", path.display()),
+                    ));
+                }
+                self.api_key = Secret::new(key);
+                Ok(())
+            }
+            (None, false) => Ok(()),
+            (None, true) => Err(ConfigError::new(
+                "upstream.api_key",
+                format!(
+                    "is required with auth = \"{}\": set upstream.api_key_file, \
+                     upstream.api_key or {ENV_PREFIX}__UPSTREAM__API_KEY",
+                    self.auth.as_str()
+                ),
+            )),
+        }
+    }
+
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.url.is_none() {
+            return Err(ConfigError::new(
+                "upstream.url",
+                "is required (for example \"https://store-abc123.mybigcommerce.com\")",
+            ));
+        }
+        if self.auth == AuthMode::Basic {
+            if self.username.is_empty() {
+                return Err(ConfigError::new(
+                    "upstream.username",
+                    "is required with auth = \"basic\" (the legacy API account's user name)",
+                ));
+            }
+            if self.username.contains(':') {
+                return Err(ConfigError::new(
+                    "upstream.username",
+                    "must not contain ':'",
+                ));
+            }
+        }
+        if self.api_key.has_control_chars() {
+            return Err(ConfigError::new(
+                "upstream.api_key",
+                "contains control characters (a stray newline?)",
+            ));
+        }
+        if http::HeaderValue::from_str(&self.client_id).is_err() {
+            return Err(ConfigError::new(
+                "upstream.client_id",
+                "is not a valid header value",
+            ));
+        }
+        if let Some(ca) = &self.ca_file {
+            crate::tls::load_certs(ca)
+                .map_err(|e| ConfigError::new("upstream.ca_file", e.to_string()))?;
+        }
+        positive("upstream.connect_timeout", self.connect_timeout)?;
+        positive("upstream.timeout", self.timeout)?;
+        at_least_one("upstream.max_concurrency", self.max_concurrency as u64)?;
+        Ok(())
+    }
+
+    /// Names the store and credential a budget is spent against, so that state saved for
+    /// another one is not used. Holds a short fingerprint of the key, never the key.
+    pub fn identity(&self, dialect: crate::dialect::Dialect) -> String {
+        format!(
+            "{} {} {} {} key:{}",
+            dialect.as_str(),
+            self.url(),
+            self.auth.as_str(),
+            self.username,
+            self.api_key.fingerprint()
+        )
+    }
+}
+
+/// The store's base URL: origin plus optional path prefix, parsed once.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    scheme: Scheme,
+    authority: Authority,
+    prefix: String,
+}
+
+impl UpstreamUrl {
+    /// Parses and checks a store URL: http(s), a host, no credentials, no query or fragment.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.contains(['?', '#']) {
+            return Err("must not have a query or fragment".into());
+        }
+        let uri: http::Uri = raw.parse().map_err(|e| format!("not a URL ({e})"))?;
+        let scheme = match uri.scheme_str() {
+            Some("https") => Scheme::HTTPS,
+            Some("http") => Scheme::HTTP,
+            Some(other) => return Err(format!("scheme must be https or http, not {other:?}")),
+            None => return Err("must start with https:// (or http://)".into()),
+        };
+        let authority = uri.authority().cloned().ok_or("has no host")?;
+        if authority.as_str().contains('@') {
+            return Err("must not carry credentials; use upstream.username and api_key".into());
+        }
+        if authority.host().is_empty() {
+            return Err("has no host".into());
+        }
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(UpstreamUrl {
+            scheme,
+            authority,
+            prefix,
+        })
+    }
+
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    /// Host and optional port: what goes in `Host`.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Path prefix without a trailing slash (empty for none).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `scheme://authority`.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
+    /// True for plain http to a host other than loopback: credentials would cross a network
+    /// in clear.
+    pub fn is_cleartext_remote(&self) -> bool {
+        if self.scheme != Scheme::HTTP {
+            return false;
+        }
+        let host = self
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => !ip.is_loopback(),
+            Err(_) => host != "localhost",
+        }
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.prefix)
+    }
+}
+
+impl fmt::Debug for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl Serialize for UpstreamUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        UpstreamUrl::parse(&raw).map_err(|e| serde::de::Error::custom(format!("{raw:?} {e}")))
+    }
+}

@@ -1,0 +1,28 @@
+//! Header names bcproxy itself defines or handles, and the limits on request headers. The
+//! store's own budget and error vocabulary lives in [`crate::dialect`].
+
+/// The call's id, to the app and to the store.
+pub const REQUEST_ID: &str = "x-request-id";
+/// How the cache took part in an answer (`HIT`, `MISS`, `STALE`, `BYPASS`, `COALESCED`, `SHARED`).
+pub const X_CACHE: &str = "x-cache";
+/// The store's own request id, returned to the app when its call went upstream.
+pub const UPSTREAM_REQUEST_ID: &str = "x-upstream-request-id";
+/// What the framing guard puts in the head that replaces a refused one (never forwarded).
+pub const REFUSED: &str = "x-bcproxy-refused";
+
+/// Most header fields a request may have; more get `431`.
+pub const MAX_HEADERS: usize = 100;
+/// Most bytes of request headers (HTTP/1 read buffer, h2 header list); more get `431`.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// A header map of `(name, value)` pairs (for tests).
+#[cfg(test)]
+pub(crate) fn test_map(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let value = http::HeaderValue::from_str(v).expect("a valid test header value");
+            (http::HeaderName::from_static(k), value)
+        })
+        .collect()
+}
