@@ -6,7 +6,7 @@ use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Uri};
 
 use crate::error::CallError;
-use crate::headers::MAX_HEADER_BYTES;
+use crate::headers::{MAX_HEADER_BYTES, MAX_HEADERS};
 
 /// Checks a request head; the error says what is wrong.
 pub fn check(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), CallError> {
@@ -17,6 +17,10 @@ pub fn check(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), Call
     }
     check_path(uri.path())?;
     check_framing(headers)?;
+    // HTTP/1 connections refuse more at parse time; h2 header blocks are only bounded in bytes.
+    if headers.len() > MAX_HEADERS {
+        return Err(CallError::TooManyHeaders(MAX_HEADERS));
+    }
     let size: usize = uri.to_string().len()
         + headers
             .iter()

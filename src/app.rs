@@ -107,6 +107,7 @@ impl App {
                 proxy: self.proxy.clone(),
                 parts: self.parts.clone(),
                 current: Mutex::new(self.settings.clone()),
+                listening: Mutex::new(None),
             }),
         });
         self
@@ -187,6 +188,7 @@ impl App {
             settings.log.summary_every,
         ))];
         if let Some(reloader) = reloader {
+            *lock(&reloader.inner.listening) = listener.local_addr().ok();
             background.push(tokio::spawn(reload_on_sighup(reloader)));
         }
         let (admin_stop, admin_stopped) = oneshot::channel::<()>();
@@ -231,6 +233,10 @@ impl App {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn client_names(settings: &Settings) -> Vec<String> {
     settings.clients.iter().map(|c| c.name.clone()).collect()
 }
@@ -247,6 +253,9 @@ struct ReloaderInner {
     proxy: Arc<Proxy>,
     parts: Shared,
     current: Mutex<Arc<Settings>>,
+    /// The address the app listener is bound to: the open-proxy rule is judged against it,
+    /// not against the file's `listen.addr` (which needs a restart).
+    listening: Mutex<Option<SocketAddr>>,
 }
 
 impl std::fmt::Debug for ReloaderInner {
@@ -264,15 +273,16 @@ impl Reloader {
     pub fn reload(&self) -> Result<Vec<&'static str>, ReloadError> {
         let inner = &self.inner;
         let new = Settings::load(&inner.sources)?;
+        let listening = (*lock(&inner.listening)).unwrap_or(new.listen.addr);
+        new.listen
+            .check_open(listening, !new.clients.is_empty())
+            .map_err(ReloadError::Config)?;
         Credential::from_settings(&new.upstream).map_err(|e| ReloadError::Apply(e.to_string()))?;
         if let Some(level) = &inner.level {
             // The one step that can still fail: before anything else is applied.
             level(&new.log.level).map_err(ReloadError::Apply)?;
         }
-        let mut current = inner
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut current = lock(&inner.current);
         let restart = reload::needs_restart(&current, &new);
         let parts = &inner.parts;
         parts

@@ -1,17 +1,22 @@
-//! Body types: one boxed body for everything the proxy sends, the upstream body that holds its
-//! connection slot and enforces an idle deadline, and the response body that counts the bytes
-//! sent to the app and writes the access event when it is done.
+//! Body types: one boxed body for everything the proxy sends; a request body received whole
+//! within its limits ([`receive`]); the upstream body that holds its connection slot and
+//! enforces an idle deadline; the relay that streams the store's answer to the app from a task
+//! of its own, so an app that stops reading cannot hold the store's connection ([`relay`]);
+//! and the response body that counts the bytes sent to the app and writes the access event
+//! when it is done.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, Sleep};
 
 use crate::budget::Slot;
@@ -33,6 +38,401 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// A body with no bytes.
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// Memory that request bodies being received may hold in all (`listen.body_memory`),
+/// accounted in KiB.
+#[derive(Debug, Clone)]
+pub struct BodyMemory(Arc<Semaphore>);
+
+impl BodyMemory {
+    /// A bound of `bytes`.
+    pub fn new(bytes: u64) -> BodyMemory {
+        let kib = bytes.div_ceil(1024).min(Semaphore::MAX_PERMITS as u64) as usize;
+        BodyMemory(Arc::new(Semaphore::new(kib)))
+    }
+
+    /// KiB free now.
+    pub fn available_kib(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
+/// The limits a request body is received within.
+#[derive(Debug, Clone)]
+pub struct Receive {
+    /// Larger bodies are refused (`listen.max_body`).
+    pub max_body: u64,
+    /// Longest gap between reads (`listen.body_timeout`).
+    pub gap: Duration,
+    /// Shared by every body being received (`listen.body_memory`).
+    pub memory: BodyMemory,
+}
+
+/// A request body read whole, with the memory it holds accounted until it is dropped.
+#[derive(Debug)]
+pub struct Received {
+    /// The body.
+    pub bytes: Bytes,
+    /// Its share of `listen.body_memory`.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Why a request body could not be received.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    /// Larger than `listen.max_body`.
+    #[error("larger than {0} bytes")]
+    TooLarge(u64),
+    /// The app paused longer than `listen.body_timeout` between two reads.
+    #[error("no byte of the request body for {0:?}")]
+    Timeout(Duration),
+    /// The app went away (or reset its stream) before the body was whole.
+    #[error("the app went away before sending the whole body: {0}")]
+    Gone(String),
+    /// The body's framing is broken.
+    #[error("the request body could not be read: {0}")]
+    Malformed(String),
+    /// Bodies being received already hold `listen.body_memory`.
+    #[error("request bodies being received already hold listen.body_memory")]
+    Busy,
+}
+
+/// Reads a request body whole: a known length is refused up front when too large, and its
+/// memory reserved before a byte is read; a chunked body reserves memory as it arrives. Every
+/// read must come within `limits.gap`; waiting for memory counts as a read gap.
+pub async fn receive(incoming: &mut Incoming, limits: &Receive) -> Result<Received, ReceiveError> {
+    if incoming.is_end_stream() {
+        return Ok(Received {
+            bytes: Bytes::new(),
+            permit: None,
+        });
+    }
+    let known = incoming.size_hint().exact();
+    if let Some(length) = known {
+        if length > limits.max_body {
+            return Err(ReceiveError::TooLarge(limits.max_body));
+        }
+    }
+    let memory = &limits.memory.0;
+    let kib = |bytes: u64| bytes.div_ceil(1024).min(u64::from(u32::MAX)) as u32;
+    let reserve = |n: u32| async move {
+        tokio::time::timeout(limits.gap, memory.clone().acquire_many_owned(n))
+            .await
+            .map_err(|_| ReceiveError::Busy)?
+            .map_err(|_| ReceiveError::Busy)
+    };
+    let mut permit = match known {
+        Some(length) => Some(reserve(kib(length)).await?),
+        None => None,
+    };
+    let mut held = permit.as_ref().map_or(0, |p| p.num_permits() as u64 * 1024);
+    let mut buf = BytesMut::with_capacity(known.unwrap_or(0) as usize);
+    loop {
+        let frame = match tokio::time::timeout(limits.gap, incoming.frame()).await {
+            Err(_) => return Err(ReceiveError::Timeout(limits.gap)),
+            Ok(None) => break,
+            Ok(Some(frame)) => frame.map_err(classify_read)?,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers: the store's API uses none
+        };
+        let total = (buf.len() + data.len()) as u64;
+        if total > limits.max_body {
+            return Err(ReceiveError::TooLarge(limits.max_body));
+        }
+        if total > held {
+            let more = reserve(kib(total - held)).await?;
+            held += more.num_permits() as u64 * 1024;
+            match permit.as_mut() {
+                Some(p) => p.merge(more),
+                None => permit = Some(more),
+            }
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(Received {
+        bytes: buf.freeze(),
+        permit,
+    })
+}
+
+/// Tells an app that went away from a body that cannot be parsed.
+fn classify_read(e: hyper::Error) -> ReceiveError {
+    if e.is_parse() || e.is_parse_too_large() {
+        ReceiveError::Malformed(e.to_string())
+    } else {
+        ReceiveError::Gone(e.to_string())
+    }
+}
+
+/// Reads and throws away the rest of a request body the proxy answered early, so that the
+/// app, still sending, gets to read the answer and hyper can keep the connection; gives up
+/// (and the connection closes) past `limit` bytes or `time`.
+pub fn drain(mut incoming: Incoming, limit: u64, time: Duration) {
+    if incoming.is_end_stream() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut seen = 0u64;
+        let _ = tokio::time::timeout(time, async {
+            while let Some(Ok(frame)) = incoming.frame().await {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > limit {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
+}
+
+/// Bytes of an answer copied aside while it streams (for the cache), up to a limit; past it
+/// the copy is abandoned and the stream goes on.
+#[derive(Debug)]
+pub struct Tap {
+    limit: usize,
+    chunks: Vec<Bytes>,
+    len: usize,
+    abandoned: bool,
+    memory: Option<(Arc<Semaphore>, Option<OwnedSemaphorePermit>)>,
+}
+
+impl Tap {
+    /// A copy of at most `limit` bytes; with `memory`, each KiB copied is also taken from that
+    /// shared bound (and a copy that cannot get it is abandoned).
+    pub fn new(limit: usize, memory: Option<Arc<Semaphore>>) -> Tap {
+        Tap {
+            limit,
+            chunks: Vec::new(),
+            len: 0,
+            abandoned: false,
+            memory: memory.map(|m| (m, None)),
+        }
+    }
+
+    fn push(&mut self, data: &Bytes) {
+        if self.abandoned {
+            return;
+        }
+        let len = self.len + data.len();
+        let fits = len <= self.limit
+            && match &mut self.memory {
+                None => true,
+                Some((memory, held)) => {
+                    let have = held.as_ref().map_or(0, |p| p.num_permits());
+                    let need = len.div_ceil(1024).saturating_sub(have) as u32;
+                    need == 0
+                        || match memory.clone().try_acquire_many_owned(need) {
+                            Ok(more) => {
+                                match held {
+                                    Some(p) => p.merge(more),
+                                    None => *held = Some(more),
+                                }
+                                true
+                            }
+                            Err(_) => false,
+                        }
+                }
+            };
+        if fits {
+            self.chunks.push(data.clone());
+            self.len = len;
+        } else {
+            self.abandon();
+        }
+    }
+
+    /// Gives up the copy (and its memory).
+    pub fn abandon(&mut self) {
+        self.abandoned = true;
+        self.chunks = Vec::new();
+        self.len = 0;
+        if let Some((_, held)) = &mut self.memory {
+            *held = None;
+        }
+    }
+
+    /// The whole copy, unless it was abandoned.
+    pub fn take(&mut self) -> Option<Bytes> {
+        if self.abandoned {
+            return None;
+        }
+        let bytes = match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks[0].clone(),
+            _ => {
+                let mut all = BytesMut::with_capacity(self.len);
+                for chunk in &self.chunks {
+                    all.extend_from_slice(chunk);
+                }
+                all.freeze()
+            }
+        };
+        self.abandon();
+        Some(bytes)
+    }
+}
+
+/// How a relayed answer ended.
+#[derive(Debug)]
+pub enum Relayed {
+    /// The store's whole body went through.
+    Complete,
+    /// The store's body failed (broke off, stalled, bad framing).
+    Broken(String),
+    /// Nobody reads any more: the app went away or stopped reading, and no copy is wanted.
+    Unread,
+}
+
+/// The app's end of a relay.
+pub struct Outlet {
+    rx: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+    cut: Arc<AtomicBool>,
+    size: SizeHint,
+    done: bool,
+}
+
+/// The app stopped reading an answer for longer than `listen.body_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the app read nothing of the answer for {0:?}; it was cut off")]
+pub struct Unread(pub Duration);
+
+impl HttpBody for Outlet {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(None) => {
+                this.done = true;
+                if this.cut.load(Ordering::Acquire) {
+                    Poll::Ready(Some(Err("the answer was cut off".into())))
+                } else {
+                    Poll::Ready(None)
+                }
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                // A body of known length is whole once that many bytes went by (hyper stops
+                // asking then).
+                if let (Some(exact), Some(data)) = (this.size.exact(), frame.data_ref()) {
+                    let left = exact.saturating_sub(data.len() as u64);
+                    this.size.set_exact(left);
+                    this.done |= left == 0;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.size
+    }
+}
+
+/// Frames in flight between the store's body and the app's, per relay.
+const RELAY_FRAMES: usize = 2;
+
+/// The sending end of a relay, kept by whoever pumps the store's body.
+pub struct Inlet {
+    tx: Option<mpsc::Sender<Result<Frame<Bytes>, BoxError>>>,
+    cut: Arc<AtomicBool>,
+    stall: Duration,
+}
+
+/// A relay for a body of `size`: the pump's inlet and the app's outlet; an app that takes
+/// nothing for `stall` is cut off.
+pub fn relay_pair(size: SizeHint, stall: Duration) -> (Inlet, Outlet) {
+    let (tx, rx) = mpsc::channel(RELAY_FRAMES);
+    let cut = Arc::new(AtomicBool::new(false));
+    (
+        Inlet {
+            tx: Some(tx),
+            cut: cut.clone(),
+            stall,
+        },
+        Outlet {
+            rx,
+            cut,
+            size,
+            done: false,
+        },
+    )
+}
+
+impl Inlet {
+    /// An inlet nobody reads (the app went away before the answer came).
+    pub fn closed() -> Inlet {
+        Inlet {
+            tx: None,
+            cut: Arc::new(AtomicBool::new(false)),
+            stall: Duration::ZERO,
+        }
+    }
+
+    async fn send(&mut self, item: Result<Frame<Bytes>, BoxError>) {
+        let Some(tx) = &self.tx else { return };
+        match tokio::time::timeout(self.stall, tx.send(item)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => self.tx = None, // the app went away
+            Err(_) => {
+                tracing::info!(stall = ?self.stall, "relay.unread: the app stopped reading; its answer is cut off");
+                self.cut.store(true, Ordering::Release);
+                self.tx = None;
+            }
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
+    }
+}
+
+/// Moves the store's body to the app's outlet (and into `tap`, when one copies it), frame by
+/// frame, until it ends, fails, or nobody wants it any more (then the store's body is dropped,
+/// which frees its connection and budget slot).
+pub async fn pump(mut body: Body, mut inlet: Inlet, mut tap: Option<&mut Tap>) -> Relayed {
+    loop {
+        let wanted = inlet.is_open() || tap.as_ref().is_some_and(|t| !t.abandoned);
+        if !wanted {
+            return Relayed::Unread;
+        }
+        match body.frame().await {
+            None => return Relayed::Complete,
+            Some(Err(e)) => {
+                let why = e.to_string();
+                inlet.send(Err(e)).await;
+                return Relayed::Broken(why);
+            }
+            Some(Ok(frame)) => {
+                if let (Some(tap), Some(data)) = (tap.as_deref_mut(), frame.data_ref()) {
+                    tap.push(data);
+                }
+                inlet.send(Ok(frame)).await;
+            }
+        }
+    }
+}
+
+/// Streams `body` to the app from a task of its own; the app gets the outlet.
+pub fn relay(body: Body, stall: Duration) -> Body {
+    if body.is_end_stream() {
+        return body;
+    }
+    let (inlet, outlet) = relay_pair(body.size_hint(), stall);
+    tokio::spawn(tracing::Instrument::in_current_span(pump(
+        body, inlet, None,
+    )));
+    outlet.boxed()
 }
 
 /// The store stopped sending a response body for longer than the upstream timeout.

@@ -34,6 +34,8 @@ pub struct Call {
     pub app_origin: Option<String>,
     /// The store's own request id, when the call went upstream and the store sent one.
     pub upstream_id: Option<HeaderValue>,
+    /// The request body's share of `listen.body_memory`, held while the call lasts.
+    pub body_memory: Option<tokio::sync::OwnedSemaphorePermit>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -49,7 +51,7 @@ pub struct Ctx {
     pub class: Class,
     /// When the request arrived.
     pub arrived: Instant,
-    /// When it must have been sent by (arrival + `budget.max_wait`).
+    /// When it must have been sent by: `budget.max_wait` after the request was whole.
     pub deadline: Instant,
 }
 
@@ -117,6 +119,7 @@ impl Call {
             },
             app_origin,
             upstream_id: None,
+            body_memory: None,
             metrics,
         }
     }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 pub use crate::dialect::Throttle;
@@ -23,9 +23,21 @@ pub enum CallError {
     /// The request's headers are larger than the proxy accepts.
     #[error("request headers larger than the proxy's limit of {0} bytes")]
     HeadersTooLarge(usize),
+    /// The request has more header fields than the proxy accepts.
+    #[error("more than {0} request header fields")]
+    TooManyHeaders(usize),
     /// The request body is larger than `listen.max_body`.
     #[error("request body larger than the proxy's limit of {0} bytes (listen.max_body)")]
     BodyTooLarge(u64),
+    /// The app paused longer than `listen.body_timeout` while sending its body.
+    #[error("no byte of the request body for {} (listen.body_timeout)", humantime::format_duration(*.0))]
+    BodyTimeout(Duration),
+    /// The app went away before its request was whole (logged as 499).
+    #[error("{0}")]
+    ClientGone(String),
+    /// Request bodies being received already hold `listen.body_memory`.
+    #[error("the proxy is receiving too many request bodies at once; retry shortly")]
+    Busy,
     /// No connection to the store could be made.
     #[error("the store is unreachable: {0}")]
     Unreachable(String),
@@ -70,7 +82,14 @@ impl CallError {
             CallError::BadRequest(_) => StatusCode::BAD_REQUEST,
             CallError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             CallError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            CallError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            CallError::HeadersTooLarge(_) | CallError::TooManyHeaders(_) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            CallError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            CallError::ClientGone(_) => {
+                StatusCode::from_u16(crate::call::CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            CallError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             CallError::Unreachable(_) | CallError::Tls(_) | CallError::BadGateway(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -89,6 +108,9 @@ impl CallError {
                 );
             }
             CallError::Throttled(t) => dialect.throttle_headers(t, headers),
+            CallError::Busy => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(1));
+            }
             _ => {}
         }
     }

@@ -6,7 +6,9 @@
 //! differently. The guard reads every request head itself before hyper does, follows the body
 //! framing to find the next head on a keep-alive connection, and replaces an ambiguous head
 //! with one that the proxy answers with `400` and `Connection: close`; nothing after it on the
-//! connection is read.
+//! connection is read. It never stops inspecting: bytes it cannot follow (broken chunking, a
+//! head beyond every limit) are handed to hyper, which refuses them, and the connection then
+//! ends there for hyper (end of stream), so nothing after them is ever read uninspected.
 
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -46,17 +48,18 @@ enum State {
     Fixed(u64),
     /// A chunked body.
     Chunked(Chunk),
-    /// Not inspected any more (h1 errors hyper handles itself).
-    Through,
+    /// Bytes the guard cannot follow were handed over: after them, the connection ends.
+    Poisoned,
     /// After a refusal: nothing more is read.
     Closed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Chunk {
-    /// Reading a chunk-size line.
+    /// Reading a chunk-size line: digits seen, significant ones (leading zeros aside).
     Size {
         digits: u32,
+        significant: u32,
         value: u64,
         in_ext: bool,
         cr: bool,
@@ -86,6 +89,8 @@ pub struct FramingGuard<IO> {
     scanned: usize,
     /// Where the request head being read begins.
     head_start: usize,
+    /// The client closed its side.
+    eof: bool,
 }
 
 impl<IO> FramingGuard<IO> {
@@ -100,6 +105,7 @@ impl<IO> FramingGuard<IO> {
             ready: 0,
             scanned: 0,
             head_start: 0,
+            eof: false,
         }
     }
 
@@ -107,11 +113,9 @@ impl<IO> FramingGuard<IO> {
     fn process(&mut self) {
         while self.scanned < self.filled {
             match self.state.clone() {
-                State::Through | State::Closed => {
+                State::Poisoned | State::Closed => {
+                    // What follows is never handed over.
                     self.scanned = self.filled;
-                    if self.state == State::Through {
-                        self.ready = self.filled;
-                    }
                 }
                 State::Head => {
                     let from = self.scanned.saturating_sub(3).max(self.head_start);
@@ -120,8 +124,9 @@ impl<IO> FramingGuard<IO> {
                     match end {
                         Some(end) if end - self.head_start <= limit => self.head_complete(end),
                         _ if self.filled - self.head_start > limit => {
-                            // Far too big: let hyper say so.
-                            self.state = State::Through;
+                            // Far too big: hand over enough for hyper to refuse it (431).
+                            self.ready = self.head_start + limit;
+                            self.state = State::Poisoned;
                         }
                         _ => {
                             self.scanned = self.filled;
@@ -198,11 +203,11 @@ impl<IO> FramingGuard<IO> {
             Body::Fixed(n) => State::Fixed(n),
             Body::Chunked => State::Chunked(Chunk::Size {
                 digits: 0,
+                significant: 0,
                 value: 0,
                 in_ext: false,
                 cr: false,
             }),
-            Body::Unknown => State::Through,
         };
     }
 
@@ -239,8 +244,6 @@ enum Body {
     None,
     Fixed(u64),
     Chunked,
-    /// Something hyper refuses or handles itself: stop following.
-    Unknown,
 }
 
 impl<'a> Framing<'a> {
@@ -262,30 +265,40 @@ impl<'a> Framing<'a> {
         framing
     }
 
+    /// Why the head's framing is refused: any shape but one plain `Content-Length` or one
+    /// `Transfer-Encoding: chunked` (the proxy forwards nothing else).
     fn ambiguity(&self) -> Option<&'static str> {
-        match (self.lengths.len(), self.encodings.len()) {
-            (1.., 1..) => Some("both Content-Length and Transfer-Encoding"),
-            (2.., _) => Some("more than one Content-Length"),
-            (_, 2..) => Some("more than one Transfer-Encoding"),
+        match (self.lengths.as_slice(), self.encodings.as_slice()) {
+            ([_, ..], [_, ..]) => Some("both Content-Length and Transfer-Encoding"),
+            ([_, _, ..], _) => Some("more than one Content-Length"),
+            (_, [_, _, ..]) => Some("more than one Transfer-Encoding"),
+            (_, [te]) if !te.eq_ignore_ascii_case(b"chunked") => {
+                Some("a Transfer-Encoding other than chunked")
+            }
+            ([len], _) if length(len).is_none() => Some("Content-Length is not a single number"),
             _ => None,
         }
     }
 
+    /// The body's framing, once [`Framing::ambiguity`] found none.
     fn body(&self) -> Body {
         match (self.lengths.first(), self.encodings.first()) {
-            (_, Some(te)) if te.eq_ignore_ascii_case(b"chunked") => Body::Chunked,
-            (_, Some(_)) => Body::Unknown,
-            (Some(len), None) => match std::str::from_utf8(len)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                Some(0) => Body::None,
+            (_, Some(_)) => Body::Chunked,
+            (Some(len), None) => match length(len) {
+                Some(0) | None => Body::None,
                 Some(n) => Body::Fixed(n),
-                None => Body::Unknown,
             },
             (None, None) => Body::None,
         }
     }
+}
+
+/// A `Content-Length` value: digits only.
+fn length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -300,13 +313,14 @@ fn step_chunk(mut chunk: Chunk, data: &[u8]) -> (usize, State) {
         match &mut chunk {
             Chunk::Size {
                 digits,
+                significant,
                 value,
                 in_ext,
                 cr,
             } => {
                 if *cr {
                     if byte != b'\n' || *digits == 0 {
-                        return (data.len(), State::Through);
+                        return (i, State::Poisoned);
                     }
                     i += 1;
                     chunk = if *value == 0 {
@@ -320,13 +334,16 @@ fn step_chunk(mut chunk: Chunk, data: &[u8]) -> (usize, State) {
                     b'\r' => *cr = true,
                     b';' => *in_ext = true,
                     _ if *in_ext => {}
-                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' if *digits < 16 => {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' if *significant < 16 => {
                         let d = (byte as char).to_digit(16).unwrap_or(0) as u64;
                         *value = *value * 16 + d;
                         *digits += 1;
+                        if *value > 0 {
+                            *significant += 1;
+                        }
                     }
                     b' ' | b'\t' => {}
-                    _ => return (data.len(), State::Through),
+                    _ => return (i, State::Poisoned),
                 }
                 i += 1;
             }
@@ -341,12 +358,13 @@ fn step_chunk(mut chunk: Chunk, data: &[u8]) -> (usize, State) {
             Chunk::DataEnd(seen) => {
                 let expected = if *seen == 0 { b'\r' } else { b'\n' };
                 if byte != expected {
-                    return (data.len(), State::Through);
+                    return (i, State::Poisoned);
                 }
                 i += 1;
                 if *seen == 1 {
                     chunk = Chunk::Size {
                         digits: 0,
+                        significant: 0,
                         value: 0,
                         in_ext: false,
                         cr: false,
@@ -359,7 +377,7 @@ fn step_chunk(mut chunk: Chunk, data: &[u8]) -> (usize, State) {
                 i += 1;
                 if *cr {
                     if byte != b'\n' {
-                        return (data.len(), State::Through);
+                        return (i, State::Poisoned);
                     }
                     if *len == 0 {
                         return (i, State::Head);
@@ -390,9 +408,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 out.put_slice(bytes);
                 return Poll::Ready(Ok(()));
             }
-            if this.state == State::Closed {
-                // Nothing after a refusal is read. Not an EOF either: hyper would take that for
-                // an app gone away and drop the answer; it closes after answering instead.
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            if matches!(this.state, State::Closed | State::Poisoned) {
+                // Nothing after a refusal, or after bytes the guard cannot follow, is read. Not
+                // an EOF either: hyper would take that for an app gone away and drop its
+                // answer; it answers (400, 431) and closes instead.
                 return Poll::Pending;
             }
             this.compact();
@@ -406,11 +428,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
             this.filled = len + n;
             match polled {
                 Poll::Ready(Ok(())) if n == 0 => {
-                    // EOF: hand over a partial head for hyper to judge.
-                    if this.ready == this.filled {
-                        return Poll::Ready(Ok(()));
-                    }
-                    this.state = State::Through;
+                    // EOF: hand over what is left (a partial head) for hyper to judge, then end.
+                    this.eof = true;
                     this.ready = this.filled;
                 }
                 Poll::Ready(Ok(())) => this.process(),

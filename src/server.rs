@@ -1,21 +1,34 @@
 //! Listeners: accepting connections (plain or TLS), bounding them, serving HTTP/1.1 and h2
-//! through hyper-util, and draining them on shutdown. Used by the proxy and the simulator.
+//! through hyper, and draining them on shutdown. Used by the proxy, the admin listener and the
+//! simulator alike; knows nothing of BigCommerce.
+//!
+//! Every connection has a deadline: the TLS handshake, h2 preface and HTTP/1 headers within
+//! `header_timeout`; an idle HTTP/1 keep-alive connection closes at `header_timeout` (hyper);
+//! an h2 connection with no open stream closes after `header_timeout` too, whatever pings it
+//! answers. At `max_connections`, a new connection takes the place of the one idle the
+//! longest (as nginx reuses keep-alive connections); only when every connection has a call in
+//! flight is it refused.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::BoxError;
@@ -25,16 +38,24 @@ use crate::headers::{MAX_HEADER_BYTES, MAX_HEADERS};
 /// The first bytes an h2 client with prior knowledge sends.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// How long a new connection at `max_connections` waits for the idle one it displaces.
+const EVICT_WAIT: Duration = Duration::from_secs(1);
+/// How long a connection asked to close (displaced, or at shutdown with nothing in flight) may
+/// take before it is dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 /// How a listener serves its connections.
 #[derive(Clone)]
 pub struct ServeOptions {
-    /// Name in log events (`proxy`, `sim`).
+    /// Name in log events (`proxy`, `admin`, `sim`).
     pub name: &'static str,
-    /// A client must send its request headers (or finish the TLS handshake) within this.
+    /// A client must send its request headers (or finish the TLS handshake) within this; an
+    /// h2 connection with no open stream is closed after this long.
     pub header_timeout: Duration,
     /// On shutdown, in-flight calls get this long to finish.
     pub shutdown_grace: Duration,
-    /// Connections served at once; more are refused.
+    /// Connections served at once; beyond, the one idle the longest makes way, else the new
+    /// one is refused.
     pub max_connections: usize,
     /// TLS for the listener; `None` for plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -71,6 +92,95 @@ pub struct Stopped {
     pub drained: bool,
 }
 
+/// One open connection, as the listener tracks it.
+#[derive(Debug)]
+struct Conn {
+    /// Calls in flight on it (h2: open streams).
+    active: AtomicUsize,
+    /// When it last had no call in flight, in ms since the listener started.
+    idle_since_ms: AtomicU64,
+    /// Wakes its task: asked to close, or its last call ended.
+    nudge: Notify,
+    /// Set when it must close (displaced by a new connection).
+    evicted: std::sync::atomic::AtomicBool,
+}
+
+/// The open connections of a listener.
+#[derive(Debug)]
+struct Registry {
+    started: Instant,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next: AtomicU64,
+    emptied: Notify,
+}
+
+impl Registry {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
+        self.conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add(self: &Arc<Self>) -> Registered {
+        let conn = Arc::new(Conn {
+            active: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(self.now_ms()),
+            nudge: Notify::new(),
+            evicted: std::sync::atomic::AtomicBool::new(false),
+        });
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, conn.clone());
+        Registered {
+            registry: self.clone(),
+            id,
+            conn,
+        }
+    }
+
+    /// Asks the connection idle the longest to close; false when every one has a call in
+    /// flight.
+    fn evict_oldest_idle(&self) -> bool {
+        let conns = self.lock();
+        let oldest = conns
+            .values()
+            .filter(|c| c.active.load(Ordering::Acquire) == 0 && !c.evicted.load(Ordering::Acquire))
+            .min_by_key(|c| c.idle_since_ms.load(Ordering::Acquire));
+        match oldest {
+            Some(conn) => {
+                conn.evicted.store(true, Ordering::Release);
+                conn.nudge.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// A connection's place in the registry, given up when its task ends.
+struct Registered {
+    registry: Arc<Registry>,
+    id: u64,
+    conn: Arc<Conn>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut conns = self.registry.lock();
+        conns.remove(&self.id);
+        if conns.is_empty() {
+            self.registry.emptied.notify_waiters();
+        }
+    }
+}
+
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting and
 /// waits up to `shutdown_grace` for open connections to finish their calls.
 pub async fn serve<M, S, B>(
@@ -81,28 +191,33 @@ pub async fn serve<M, S, B>(
 ) -> Stopped
 where
     M: Fn(ConnInfo) -> S,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let graceful = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(options.max_connections));
+    let registry = Arc::new(Registry {
+        started: Instant::now(),
+        conns: Mutex::new(HashMap::new()),
+        next: AtomicU64::new(0),
+        emptied: Notify::new(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
     let local = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
-    let mut h1 = auto::Builder::new(TokioExecutor::new()).http1_only();
-    h1.http1()
-        .timer(TokioTimer::new())
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(options.header_timeout)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEADER_BYTES);
-    let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
-    h2.http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let builders = Arc::new((h1, h2));
 
     tokio::pin!(shutdown);
     loop {
@@ -118,7 +233,7 @@ where
                 }
             },
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
+        let Some(permit) = admit_connection(&limit, &registry).await else {
             tracing::warn!(listener = options.name, peer = %peer, max = options.max_connections, "connection.refused");
             let refusal = options.refusal.clone();
             let plain = acceptor.is_none();
@@ -127,60 +242,317 @@ where
         };
         let _ = tcp.set_nodelay(true);
         let service = make_service(ConnInfo { peer, local });
-        let watcher = graceful.watcher();
-        let (h1, h2, acceptor) = (h1.clone(), h2.clone(), acceptor.clone());
-        let header_timeout = options.header_timeout;
+        let task = Connection {
+            registered: registry.add(),
+            _permit: permit,
+            stop: stop_rx.clone(),
+            header_timeout: options.header_timeout,
+            builders: builders.clone(),
+        };
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let result = match acceptor {
-                Some(acceptor) => {
-                    let Ok(Ok(tls)) =
-                        tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await
-                    else {
-                        return;
-                    };
-                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        watcher
-                            .watch(h2.serve_connection(TokioIo::new(tls), service).into_owned())
-                            .await
-                    } else {
-                        let io = TokioIo::new(FramingGuard::new(tls));
-                        watcher
-                            .watch(h1.serve_connection(io, service).into_owned())
-                            .await
-                    }
-                }
-                None => {
-                    let Ok(Ok(is_h2)) = tokio::time::timeout(header_timeout, sniff_h2(&tcp)).await
-                    else {
-                        return; // nothing (or not enough) arrived in time: drop the connection
-                    };
-                    if is_h2 {
-                        watcher
-                            .watch(h2.serve_connection(TokioIo::new(tcp), service).into_owned())
-                            .await
-                    } else {
-                        let io = TokioIo::new(FramingGuard::new(tcp));
-                        watcher
-                            .watch(h1.serve_connection(io, service).into_owned())
-                            .await
-                    }
-                }
-            };
-            if let Err(e) = result {
+            if let Err(e) = task.run(tcp, acceptor, service).await {
                 tracing::debug!(peer = %peer, error = %e, "connection.error");
             }
         });
     }
 
     drop(listener);
-    let open_connections = graceful.count();
-    let drained = tokio::time::timeout(options.shutdown_grace, graceful.shutdown())
-        .await
-        .is_ok();
+    let open_connections = registry.count();
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(options.shutdown_grace, async {
+        loop {
+            let emptied = registry.emptied.notified();
+            if registry.count() == 0 {
+                return;
+            }
+            emptied.await;
+        }
+    })
+    .await
+    .is_ok();
     Stopped {
         open_connections,
         drained,
+    }
+}
+
+/// A connection slot: at once when one is free, else after displacing the connection idle the
+/// longest; `None` when every connection has a call in flight.
+async fn admit_connection(
+    limit: &Arc<Semaphore>,
+    registry: &Registry,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = limit.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    if !registry.evict_oldest_idle() {
+        return None;
+    }
+    tokio::time::timeout(EVICT_WAIT, limit.clone().acquire_owned())
+        .await
+        .ok()?
+        .ok()
+}
+
+/// One accepted connection's task.
+struct Connection {
+    registered: Registered,
+    _permit: OwnedSemaphorePermit,
+    stop: watch::Receiver<bool>,
+    header_timeout: Duration,
+    builders: Arc<(http1::Builder, http2::Builder<TokioExecutor>)>,
+}
+
+impl Connection {
+    /// Handshakes (TLS, or sniffing h2 prior knowledge), then serves HTTP until the client
+    /// leaves, the connection idles out, or it is asked to close.
+    async fn run<S, B>(
+        mut self,
+        tcp: TcpStream,
+        acceptor: Option<TlsAcceptor>,
+        service: S,
+    ) -> Result<(), hyper::Error>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let service = Tracked {
+            inner: Arc::new(service),
+            conn: self.registered.conn.clone(),
+            registry: self.registered.registry.clone(),
+        };
+        let (h1, h2) = (&self.builders.0, &self.builders.1);
+        let conn = self.registered.conn.clone();
+        let handshake = async {
+            match acceptor {
+                Some(acceptor) => {
+                    let tls = acceptor.accept(tcp).await.ok()?;
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    Some(Io::Tls(Box::new(tls), h2))
+                }
+                None => {
+                    let h2 = sniff_h2(&tcp).await.ok()?;
+                    Some(Io::Plain(tcp, h2))
+                }
+            }
+        };
+        // Nothing (or not enough) in time, a close asked for, or a shutdown: drop it.
+        let io = tokio::select! {
+            io = tokio::time::timeout(self.header_timeout, handshake) => match io {
+                Ok(Some(io)) => io,
+                _ => return Ok(()),
+            },
+            () = conn.nudge.notified() => return Ok(()),
+            _ = self.stop.wait_for(|stop| *stop) => return Ok(()),
+        };
+        match io {
+            Io::Plain(tcp, true) => {
+                let c = h2.serve_connection(TokioIo::new(tcp), service);
+                self.drive(c, true).await
+            }
+            Io::Plain(tcp, false) => {
+                let c = h1.serve_connection(TokioIo::new(FramingGuard::new(tcp)), service);
+                self.drive(c, false).await
+            }
+            Io::Tls(tls, true) => {
+                let c = h2.serve_connection(TokioIo::new(tls), service);
+                self.drive(c, true).await
+            }
+            Io::Tls(tls, false) => {
+                let c = h1.serve_connection(TokioIo::new(FramingGuard::new(tls)), service);
+                self.drive(c, false).await
+            }
+        }
+    }
+
+    /// Runs an HTTP connection to its end: asked to close (displaced, or a shutdown), it
+    /// finishes its calls and closes; an h2 connection with no open stream for
+    /// `header_timeout` closes too.
+    async fn drive<C: Closable>(&mut self, conn: C, h2: bool) -> Result<(), hyper::Error> {
+        tokio::pin!(conn);
+        let state = self.registered.conn.clone();
+        let registry = self.registered.registry.clone();
+        let mut closing: Option<Instant> = None;
+        loop {
+            // The moment an idle h2 connection times out, or a closing one is dropped.
+            let deadline = match closing {
+                Some(at) => Some(at),
+                None if h2 && state.active.load(Ordering::Acquire) == 0 => {
+                    let idle_for = registry
+                        .now_ms()
+                        .saturating_sub(state.idle_since_ms.load(Ordering::Acquire));
+                    Some(
+                        Instant::now()
+                            + self
+                                .header_timeout
+                                .saturating_sub(Duration::from_millis(idle_for)),
+                    )
+                }
+                None => None,
+            };
+            let wake = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = conn.as_mut() => return result,
+                () = state.nudge.notified() => {
+                    if state.evicted.load(Ordering::Acquire) && closing.is_none() {
+                        conn.as_mut().close();
+                        closing = Some(Instant::now() + CLOSE_WAIT);
+                    }
+                }
+                _ = self.stop.wait_for(|stop| *stop), if closing.is_none() => {
+                    conn.as_mut().close();
+                    // At shutdown, calls in flight get the whole grace period.
+                    closing = Some(Instant::now() + Duration::from_secs(86_400));
+                }
+                () = wake => {
+                    if closing.is_some_and(|at| Instant::now() >= at)
+                        && state.active.load(Ordering::Acquire) == 0
+                    {
+                        return Ok(());
+                    }
+                    let idle_for = registry
+                        .now_ms()
+                        .saturating_sub(state.idle_since_ms.load(Ordering::Acquire));
+                    if closing.is_none()
+                        && state.active.load(Ordering::Acquire) == 0
+                        && Duration::from_millis(idle_for) >= self.header_timeout
+                    {
+                        conn.as_mut().close();
+                        closing = Some(Instant::now() + CLOSE_WAIT);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A connection after its handshake: plain or TLS, and whether it speaks h2.
+enum Io {
+    Plain(TcpStream, bool),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, bool),
+}
+
+/// An HTTP connection that can be asked to finish its calls and close.
+trait Closable: Future<Output = Result<(), hyper::Error>> {
+    fn close(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Closable for http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn close(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B, E> Closable for http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn close(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// The service of one connection, counting its calls in flight (until each answer's body is
+/// done), so that idle connections can be told apart.
+struct Tracked<S> {
+    inner: Arc<S>,
+    conn: Arc<Conn>,
+    registry: Arc<Registry>,
+}
+
+/// A call in flight on a connection; when it ends, the connection may be idle.
+struct Active {
+    conn: Arc<Conn>,
+    registry: Arc<Registry>,
+}
+
+impl Active {
+    fn enter(conn: &Arc<Conn>, registry: &Arc<Registry>) -> Active {
+        conn.active.fetch_add(1, Ordering::AcqRel);
+        Active {
+            conn: conn.clone(),
+            registry: registry.clone(),
+        }
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if self.conn.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.conn
+                .idle_since_ms
+                .store(self.registry.now_ms(), Ordering::Release);
+            self.conn.nudge.notify_one();
+        }
+    }
+}
+
+impl<S, B> Service<Request<Incoming>> for Tracked<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let active = Active::enter(&self.conn, &self.registry);
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(response.map(|inner| TrackedBody {
+                inner,
+                _active: active,
+            }))
+        })
+    }
+}
+
+/// An answer's body, which keeps its call counted as in flight until it is done.
+struct TrackedBody<B> {
+    inner: B,
+    _active: Active,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

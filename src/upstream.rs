@@ -1,14 +1,17 @@
 //! The store side: the pooled HTTPS client, request and response rewriting, and credential
 //! injection. This is the only module that sees the store's credential.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::header::{
-    AUTHORIZATION, CONNECTION, CONTENT_LOCATION, HOST, LOCATION, PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_LOCATION, HOST, LOCATION,
+    PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version};
 use hyper_rustls::HttpsConnector;
@@ -16,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::{Body, UpstreamBody};
+use crate::body::{Body, BoxError, UpstreamBody};
 use crate::budget::Slot;
 use crate::call::Trip;
 use crate::config::{self, AuthMode, UpstreamUrl};
@@ -105,10 +108,48 @@ impl Credential {
     }
 }
 
+/// A connector whose every connection (TCP and, for https, TLS) must be made within a time.
+#[derive(Debug, Clone)]
+pub struct Bounded<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+/// No connection to the store could be made within `upstream.connect_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("no connection (TCP and TLS) within {}", humantime::format_duration(*.0))]
+pub struct ConnectTimeout(pub Duration);
+
+impl<C> tower_service::Service<Uri> for Bounded<C>
+where
+    C: tower_service::Service<Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(connected) => connected.map_err(Into::into),
+                Err(_) => Err(ConnectTimeout(timeout).into()),
+            }
+        })
+    }
+}
+
 /// The store: where calls go, with what credential, through which client.
 #[derive(Debug)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: Client<Bounded<HttpsConnector<HttpConnector>>, Body>,
     url: UpstreamUrl,
     /// Replaced whole by a reload (key rotation).
     credential: RwLock<Arc<Credential>>,
@@ -143,6 +184,10 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
+        let connector = Bounded {
+            inner: connector,
+            timeout: up.connect_timeout,
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
             .pool_timer(TokioTimer::new())
@@ -210,12 +255,14 @@ impl Upstream {
     }
 
     /// Sends a call to the store and returns its response head; the body streams after.
-    /// `slot` is the call's budget slot, held until the body is read.
+    /// `slot` is the call's budget slot, held until the body is read; it is marked sent unless
+    /// no connection could be made (then the call certainly never left, and its budget is
+    /// given back). An answer whose framing breaks the protocol is a 502.
     pub async fn send(
         &self,
         req: Request<Body>,
         request_id: &HeaderValue,
-        slot: Option<Slot>,
+        mut slot: Option<Slot>,
         trip: &mut Trip,
     ) -> Result<Response<UpstreamBody>, CallError> {
         let (mut parts, body) = req.into_parts();
@@ -230,6 +277,10 @@ impl Upstream {
         let sent = Instant::now();
         let result = tokio::time::timeout(self.timeout, self.client.request(req)).await;
         trip.upstream_ms = Some(telemetry::ms(sent.elapsed()));
+        let never_left = matches!(&result, Ok(Err(e)) if e.is_connect());
+        if let Some(slot) = slot.as_mut().filter(|_| !never_left) {
+            slot.mark_sent();
+        }
         let response = match result {
             Err(_) => return Err(CallError::Timeout(self.timeout)),
             Ok(Err(e)) => return Err(classify(&e)),
@@ -238,6 +289,11 @@ impl Upstream {
 
         let (mut parts, body) = response.into_parts();
         trip.upstream_status = Some(parts.status.as_u16());
+        if let Some(violation) = framing_violation(&parts.headers) {
+            return Err(CallError::BadGateway(format!(
+                "the store's answer broke the HTTP protocol: {violation}"
+            )));
+        }
         strip_hop_by_hop(&mut parts.headers);
         // The store's own id reaches the app as `x-upstream-request-id` (set by the
         // pipeline's `finish` from the trip); its `x-request-id` is the app's.
@@ -259,6 +315,20 @@ impl Upstream {
     /// called.
     pub fn rewrite_locations(&self, headers: &mut HeaderMap, app_origin: Option<&str>) {
         rewrite_locations(headers, &self.url, app_origin);
+    }
+}
+
+/// Why an answer's framing cannot be trusted: both `Content-Length` and `Transfer-Encoding`,
+/// or more than one length (RFC 9112 §6.3 calls both an error in a proxy's upstream answer).
+fn framing_violation(headers: &HeaderMap) -> Option<&'static str> {
+    let lengths = headers.get_all(CONTENT_LENGTH).iter().count();
+    let chunked = headers.contains_key(TRANSFER_ENCODING);
+    if lengths > 0 && chunked {
+        Some("both Content-Length and Transfer-Encoding")
+    } else if lengths > 1 {
+        Some("more than one Content-Length")
+    } else {
+        None
     }
 }
 

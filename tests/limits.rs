@@ -4,6 +4,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use bcproxy::sim::Fault;
 use http::Request;
 use support::*;
 
@@ -226,41 +227,52 @@ async fn waiting_past_max_wait_gets_the_throttle_answer() {
     assert_eq!(sim.sim.stats(false).calls, 1);
 }
 
-/// Connections beyond `listen.max_connections` are refused with a 503 and closed; a freed slot
-/// is usable again.
+/// At `listen.max_connections` a new connection takes the place of the one idle the longest
+/// (which is closed); when every connection has a call in flight, the new one is refused with
+/// a 503 and closed, and a freed slot is usable again.
 #[tokio::test]
-async fn connections_beyond_the_limit_are_refused_cleanly() {
+async fn connections_beyond_the_limit() {
     let sim = start_sim().await;
     let proxy = start_proxy(settings(&sim.url(), "", &[("listen.max_connections", "2")])).await;
+    let call = b"GET /api/v2/time HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut a = RawConn::connect(proxy.addr).await;
     let mut b = RawConn::connect(proxy.addr).await;
     for conn in [&mut a, &mut b] {
-        conn.send(b"GET /api/v2/time HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await;
+        conn.send(call).await;
         assert_eq!(conn.read_response(false).await.unwrap().status, 200);
     }
     let mut c = RawConn::connect(proxy.addr).await;
-    let refused = c
+    c.send(call).await;
+    assert_eq!(
+        c.read_response(false).await.unwrap().status,
+        200,
+        "an idle one made way"
+    );
+    assert!(
+        a.closed_within(Duration::from_secs(2)).await,
+        "the oldest idle one was closed"
+    );
+
+    sim.sim.inject(Fault::Delay { ms: 1500 }, 2);
+    b.send(call).await;
+    c.send(call).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut d = RawConn::connect(proxy.addr).await;
+    let refused = d
         .read_response(false)
         .await
         .expect("a refusal, not silence");
     assert_eq!(refused.status, 503);
-    assert!(c.closed_within(Duration::from_secs(2)).await);
-    drop(a);
-    let mut d = None;
-    for _ in 0..50 {
-        let mut conn = RawConn::connect(proxy.addr).await;
-        conn.send(b"GET /api/v2/time HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await;
-        if let Some(r) = conn.read_response(false).await {
-            if r.status == 200 {
-                d = Some(conn);
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(d.is_some(), "a freed connection slot was never reused");
+    assert!(d.closed_within(Duration::from_secs(2)).await);
+    assert_eq!(
+        b.read_response(false).await.unwrap().status,
+        200,
+        "calls in flight finished"
+    );
+    assert_eq!(c.read_response(false).await.unwrap().status, 200);
+    let mut e = RawConn::connect(proxy.addr).await;
+    e.send(call).await;
+    assert_eq!(e.read_response(false).await.unwrap().status, 200);
 }
 
 /// An idle keep-alive connection is closed after `listen.header_timeout` (it is waiting for the

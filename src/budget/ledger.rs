@@ -221,7 +221,8 @@ impl Ledger {
             Kind::Fixed { ends, count } => {
                 if let Some((saved_end, saved_count)) = spent.fixed {
                     if saved_end > now {
-                        *ends = saved_end;
+                        // A window never ends more than a window from now.
+                        *ends = saved_end.min(now + self.window);
                         *count += saved_count;
                     }
                 }
@@ -229,6 +230,10 @@ impl Ledger {
         }
         self.expire(now);
         if let Kind::Rolling { sends } = &mut self.kind {
+            // A send never counts from later than now.
+            for at in sends.iter_mut() {
+                *at = (*at).min(now);
+            }
             while sends.len() as u64 > self.limit {
                 sends.pop_front();
             }
@@ -325,6 +330,38 @@ mod tests {
         l.unrecord(t0 + MIN);
         assert_eq!(l.used(t0 + MIN), 1);
         assert_eq!(l.spent().sends, vec![t0]);
+    }
+
+    #[test]
+    fn restore_never_counts_from_the_future() {
+        let t0 = Instant::now();
+        let mut l = Ledger::rolling(3, HOUR);
+        l.restore(
+            t0,
+            &Spent {
+                sends: vec![t0 + 24 * HOUR],
+                fixed: None,
+            },
+        );
+        assert_eq!(
+            l.used(t0 + HOUR + MIN),
+            0,
+            "a send from the future was kept past its hold"
+        );
+        let mut f = Ledger::fixed(3, MIN, t0);
+        f.restore(
+            t0,
+            &Spent {
+                sends: vec![],
+                fixed: Some((t0 + 1000 * HOUR, 3)),
+            },
+        );
+        assert_eq!(f.left(t0), 0);
+        assert_eq!(
+            f.left(t0 + MIN),
+            3,
+            "a window never ends later than a window from now"
+        );
     }
 
     #[test]

@@ -57,13 +57,14 @@ fn to_unix(at: Instant, now: Instant, wall: SystemTime) -> u64 {
     }
 }
 
-/// Converts wall-clock milliseconds to an instant of this process (clamped to `now` when the
-/// process clock cannot go back that far).
-fn to_instant(ms: u64, now: Instant, wall: SystemTime) -> Instant {
-    let at = UNIX_EPOCH + Duration::from_millis(ms);
+/// Converts wall-clock milliseconds to an instant of this process: clamped to `now` when the
+/// process clock cannot go back that far, and `None` for a time in the future (a clock that
+/// moved back, or a forged file), which the caller clamps to now.
+fn to_instant(ms: u64, now: Instant, wall: SystemTime) -> Option<Instant> {
+    let at = UNIX_EPOCH.checked_add(Duration::from_millis(ms))?;
     match wall.duration_since(at) {
-        Ok(ago) => now.checked_sub(ago).unwrap_or(now),
-        Err(ahead) => now + ahead.duration(),
+        Ok(ago) => Some(now.checked_sub(ago).unwrap_or(now)),
+        Err(_) => None,
     }
 }
 
@@ -115,14 +116,30 @@ pub fn load(path: &Path, store: &str) -> Result<Option<Spent>, StateError> {
         return Err(StateError::Foreign(path.into(), saved.store));
     }
     let (now, wall) = (Instant::now(), SystemTime::now());
-    let sends = saved
-        .sends
-        .iter()
-        .map(|&ms| to_instant(ms, now, wall))
-        .collect();
-    let fixed = saved
-        .fixed
-        .map(|(ends, count)| (to_instant(ends, now, wall), count));
+    let mut future = 0;
+    let mut at = |ms: u64| {
+        to_instant(ms, now, wall).unwrap_or_else(|| {
+            future += 1;
+            now
+        })
+    };
+    let mut sends: Vec<Instant> = saved.sends.iter().map(|&ms| at(ms)).collect();
+    sends.sort_unstable();
+    // A window's end lies ahead by nature: it is bounded when the ledger takes it back.
+    let fixed = saved.fixed.map(|(ends, count)| {
+        let ends = UNIX_EPOCH
+            .checked_add(Duration::from_millis(ends))
+            .and_then(|t| t.duration_since(wall).ok())
+            .map_or_else(|| at(ends), |ahead| now.checked_add(ahead).unwrap_or(now));
+        (ends, count)
+    });
+    if future > 0 {
+        tracing::warn!(
+            path = %path.display(),
+            count = future,
+            "budget.state_file: sends stamped in the future (the clock moved back, or the file was edited) are counted from now"
+        );
+    }
     Ok(Some(Spent { sends, fixed }))
 }
 
@@ -153,6 +170,17 @@ mod tests {
             load(&path, "store-b"),
             Err(StateError::Foreign(..))
         ));
+        // Timestamps in the future are counted from now, not trusted.
+        let ahead = Saved {
+            format: FORMAT.into(),
+            store: "store-a".into(),
+            sends: vec![unix_ms(SystemTime::now()) + 86_400_000, u64::MAX],
+            fixed: Some((u64::MAX, 3)),
+        };
+        save(&path, &ahead).unwrap();
+        let back = load(&path, "store-a").unwrap().unwrap();
+        let now = Instant::now();
+        assert!(back.sends.iter().all(|&t| t <= now), "{:?}", back.sends);
         std::fs::write(&path, b"{not json").unwrap();
         assert!(matches!(
             load(&path, "store-a"),

@@ -126,30 +126,38 @@ impl Budget {
                 Taken::Blocked { .. } => inner.leave(),
             }
         }
-        let mut waiting = {
+        let queued = {
             let mut state = lock(&inner.state);
             if !ask.resend && state.waiters.len() >= state.limits.max_queue {
-                drop(state);
-                let step = inner.allowance.standing().step;
-                return Err(inner.refuse(Refusal::QueueFull, step));
-            }
-            let id = state.next_waiter;
-            state.next_waiter += 1;
-            let (tx, rx) = oneshot::channel();
-            let waiter = Waiter {
-                id,
-                class: ask.class,
-                tx,
-            };
-            if ask.resend {
-                state.waiters.push_front(waiter);
+                Err(state.waiters.len() as u64)
             } else {
-                state.waiters.push_back(waiter);
+                let id = state.next_waiter;
+                state.next_waiter += 1;
+                let (tx, rx) = oneshot::channel();
+                let waiter = Waiter {
+                    id,
+                    class: ask.class,
+                    tx,
+                };
+                if ask.resend {
+                    state.waiters.push_front(waiter);
+                } else {
+                    state.waiters.push_back(waiter);
+                }
+                Ok((id, rx))
             }
-            Waiting {
+        };
+        let mut waiting = match queued {
+            Ok((id, rx)) => Waiting {
                 inner,
                 id,
                 rx: Some(rx),
+            },
+            Err(ahead) => {
+                // Told to come back when the calls ahead of it could all have gone.
+                let wait = inner.allowance.estimate(ahead + 1 + reserve).await;
+                let retry = wait.unwrap_or_else(|| inner.allowance.standing().step);
+                return Err(inner.refuse(Refusal::QueueFull, retry));
             }
         };
         inner.dispatch().await;

@@ -76,8 +76,16 @@ pub struct Fetched {
     pub trip: Trip,
 }
 
-/// What a flight lands: the fetched answer, or why there is none.
-pub type Landed = Result<Arc<Fetched>, CallError>;
+/// What a flight lands for the calls that wait on it.
+#[derive(Debug, Clone)]
+pub enum Landed {
+    /// The store's whole answer (and the entry made of it, when it could be cached).
+    Fetched(Arc<Fetched>),
+    /// No answer: the store or the budget failed the fetch.
+    Failed(CallError),
+    /// The answer was larger than one entry may be: each waiting call fetches on its own.
+    TooLarge,
+}
 
 /// One cached answer.
 #[derive(Debug)]
@@ -179,6 +187,8 @@ impl Counters {
 pub struct Cache {
     entries: moka::future::Cache<Key, Arc<Entry>>,
     flights: Arc<Flights<Landed>>,
+    /// Bytes being copied from answers in flight, in KiB: at most one entry's worth in all.
+    taps: Arc<tokio::sync::Semaphore>,
     policy: RwLock<Arc<Policy>>,
     enabled: bool,
     max_entry: u64,
@@ -225,13 +235,17 @@ impl Cache {
             .expire_after(Lifetime)
             .support_invalidation_closures()
             .build();
+        let max_entry = (max_size / 4).min(u32::MAX as u64);
         Cache {
             entries,
             flights: Arc::new(Flights::default()),
+            taps: Arc::new(tokio::sync::Semaphore::new(
+                max_entry.div_ceil(1024) as usize
+            )),
             policy: RwLock::new(Arc::new(Policy::new(c.ttl, c.stale, &c.rules))),
             enabled: c.enabled && max_size > 0,
             // One answer may not take more than a quarter of the cache.
-            max_entry: (max_size / 4).min(u32::MAX as u64),
+            max_entry,
             generations: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         }
@@ -258,6 +272,12 @@ impl Cache {
             .policy
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+    }
+
+    /// A copy of an answer as it streams, for an entry: at most one entry's worth, and the
+    /// copies of every fetch in flight together at most that too.
+    pub fn tap(&self) -> crate::body::Tap {
+        crate::body::Tap::new(self.max_entry as usize, Some(self.taps.clone()))
     }
 
     /// Joins the fetch in flight for `key`, or leads a new one.
@@ -292,7 +312,18 @@ impl Cache {
         }
     }
 
+    /// A strong validator for an answer the store sent without one: it names this fetch (its
+    /// bytes never change), so it can be sent before the body is whole and the entry made of
+    /// the answer keeps it.
+    pub fn fetch_tag() -> HeaderValue {
+        let mut bytes = [0u8; 12];
+        let _ = getrandom::getrandom(&mut bytes);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        HeaderValue::try_from(format!("\"bc-{hex}\"")).unwrap_or(HeaderValue::from_static("\"bc\""))
+    }
+
     /// Makes an entry of a store's 200 answer, fresh for `ttl`; `None` when it is too big.
+    /// Without an `ETag` from the store, the entry gets one over its body.
     pub fn entry(
         &self,
         key: &Key,

@@ -25,9 +25,18 @@ pub struct Listen {
     /// Larger request bodies get 413 and nothing is sent to the store.
     #[serde(with = "size")]
     pub max_body: ByteSize,
-    /// A client that has not sent its request headers by then is dropped.
+    /// A client that has not sent its request headers by then is dropped; an h2 connection
+    /// with no open stream is closed after this long.
     #[serde(with = "duration")]
     pub header_timeout: Duration,
+    /// Longest gap between reads of a request body (then 408), and longest an app may leave
+    /// an answer unread (then the answer is cut off and the store's connection freed).
+    #[serde(with = "duration")]
+    pub body_timeout: Duration,
+    /// Memory that request bodies being received may hold in all; beyond it a new body waits
+    /// unread for up to `body_timeout`, then gets 503 with `Retry-After`.
+    #[serde(with = "size")]
+    pub body_memory: ByteSize,
     /// On SIGTERM/SIGINT, in-flight calls get this long to finish.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
@@ -45,6 +54,8 @@ impl Default for Listen {
             tls_key: None,
             max_body: ByteSize::mib(10),
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            body_memory: ByteSize::mib(256),
             shutdown_grace: Duration::from_secs(30),
             max_connections: 10_000,
             allow_anonymous: false,
@@ -66,6 +77,17 @@ impl Listen {
                 .map_err(|e| ConfigError::new("listen.tls_cert", e.to_string()))?;
         }
         positive("listen.header_timeout", self.header_timeout)?;
+        positive("listen.body_timeout", self.body_timeout)?;
+        if self.body_memory < self.max_body {
+            return Err(ConfigError::new(
+                "listen.body_memory",
+                format!(
+                    "must be at least listen.max_body ({}), or no body of the largest allowed \
+                     size could ever be received",
+                    self.max_body
+                ),
+            ));
+        }
         at_least_one("listen.max_connections", self.max_connections as u64)?;
         Ok(())
     }

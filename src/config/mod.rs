@@ -37,6 +37,9 @@ pub const ENV_SEPARATOR: &str = "__";
 /// The config file used when neither `--config` nor `$BCPROXY_CONFIG` names one.
 pub const DEFAULT_PATH: &str = "config/bcproxy.toml";
 
+/// Keys whose values are secrets: an error about one names the key, never the value.
+pub const SECRET_KEYS: &[&str] = &["upstream.api_key"];
+
 /// A configuration that cannot be used, with the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]
@@ -172,6 +175,9 @@ impl Settings {
 
 /// Turns serde's wording into one sentence naming the key.
 fn describe_serde_error(key: &str, inner: &str) -> ConfigError {
+    if SECRET_KEYS.contains(&key) {
+        return ConfigError::new(key, "must be a string (the value is not shown)");
+    }
     if let Some(rest) = inner.strip_prefix("unknown field `") {
         let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
         // The path already ends with the unknown key.

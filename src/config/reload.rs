@@ -34,6 +34,8 @@ pub const RESTART: &[&str] = &[
     "listen.tls_key",
     "listen.max_body",
     "listen.header_timeout",
+    "listen.body_timeout",
+    "listen.body_memory",
     "listen.shutdown_grace",
     "listen.max_connections",
     "upstream.url",

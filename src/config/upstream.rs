@@ -190,24 +190,47 @@ pub struct UpstreamUrl {
 }
 
 impl UpstreamUrl {
-    /// Parses and checks a store URL: http(s), a host, no credentials, no query or fragment.
+    /// Parses and checks a store URL: http(s), a host, a port in range, no credentials, no
+    /// query or fragment. Errors never repeat a credential the URL carried.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.contains(['?', '#']) {
-            return Err("must not have a query or fragment".into());
+        if has_userinfo(raw) {
+            return Err(
+                "must not carry credentials (user:password@); the value is not shown. Use \
+                 upstream.username and upstream.api_key_file"
+                    .into(),
+            );
         }
-        let uri: http::Uri = raw.parse().map_err(|e| format!("not a URL ({e})"))?;
+        if raw.contains(['?', '#']) {
+            return Err(format!("{raw:?} must not have a query or fragment"));
+        }
+        let uri: http::Uri = raw
+            .parse()
+            .map_err(|e| format!("{raw:?} is not a URL ({e})"))?;
         let scheme = match uri.scheme_str() {
             Some("https") => Scheme::HTTPS,
             Some("http") => Scheme::HTTP,
-            Some(other) => return Err(format!("scheme must be https or http, not {other:?}")),
-            None => return Err("must start with https:// (or http://)".into()),
+            Some(other) => {
+                return Err(format!(
+                    "{raw:?}: the scheme must be https or http, not {other:?}"
+                ));
+            }
+            None => return Err(format!("{raw:?} must start with https:// (or http://)")),
         };
-        let authority = uri.authority().cloned().ok_or("has no host")?;
-        if authority.as_str().contains('@') {
-            return Err("must not carry credentials; use upstream.username and api_key".into());
-        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("{raw:?} has no host"))?;
         if authority.host().is_empty() {
-            return Err("has no host".into());
+            return Err(format!("{raw:?} has no host"));
+        }
+        // `http` drops a port it cannot read (`:99999` would silently become the default).
+        let after_host = &authority.as_str()[authority.host().len()..];
+        if let Some(port) = after_host.strip_prefix(':') {
+            if !matches!(port.parse::<u16>(), Ok(1..)) {
+                return Err(format!(
+                    "{raw:?}: the port {port:?} is not a port number from 1 to 65535"
+                ));
+            }
         }
         let prefix = uri.path().trim_end_matches('/').to_string();
         Ok(UpstreamUrl {
@@ -276,6 +299,41 @@ impl Serialize for UpstreamUrl {
 impl<'de> Deserialize<'de> for UpstreamUrl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(deserializer)?;
-        UpstreamUrl::parse(&raw).map_err(|e| serde::de::Error::custom(format!("{raw:?} {e}")))
+        UpstreamUrl::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// True when a URL names a user (and perhaps a password) before its host.
+fn has_userinfo(raw: &str) -> bool {
+    let rest = raw.split_once("://").map_or(raw, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority.contains('@')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_without_repeating_credentials() {
+        let err = UpstreamUrl::parse("https://admin:s3cr3t-KEY@store.example").unwrap_err();
+        assert!(!err.contains("s3cr3t") && !err.contains("admin"), "{err}");
+        assert!(UpstreamUrl::parse("https://user@store.example/x").is_err());
+        for bad in [
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:0",
+            "http://[::1]:70000/api",
+            "https://x:abc",
+            "http://:80",
+            "ftp://store.example",
+        ] {
+            assert!(UpstreamUrl::parse(bad).is_err(), "{bad}");
+        }
+        let ok = UpstreamUrl::parse("http://[::1]:8081/stores/abc").unwrap();
+        assert_eq!(ok.authority().port_u16(), Some(8081));
+        assert_eq!(
+            UpstreamUrl::parse("http://127.0.0.1:99999").unwrap_err(),
+            "\"http://127.0.0.1:99999\": the port \"99999\" is not a port number from 1 to 65535"
+        );
     }
 }

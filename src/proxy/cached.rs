@@ -1,8 +1,11 @@
 //! Stage 2, the cache: for a GET or HEAD the cache may answer, a fresh entry answers at once
 //! (`304` when the app's validator matches); otherwise one fetch per key goes to the store
-//! (identical calls meanwhile share it) and its answer is stored. With a stale entry the fetch
-//! may not wait for budget: if the budget cannot admit it at once, or the store fails, the
-//! stale entry answers. HEAD is answered from the GET's entry.
+//! (identical calls meanwhile share it). The fetch streams the store's answer to the call that
+//! started it as it arrives, copying it aside for an entry (up to a quarter of
+//! `cache.max_size`; past that the copy is abandoned and the stream goes on); the calls that
+//! joined it get the entry once the answer is whole, or fetch on their own when it was too
+//! large. With a stale entry the fetch may not wait for budget: if the budget cannot admit it
+//! at once, or the store fails, the stale entry answers. HEAD is answered from the GET's entry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,15 +17,27 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::Proxy;
-use crate::body::{self, Body};
-use crate::cache::flight::{self, Flight};
+use crate::body::{self, Body, Inlet, Outlet, Relayed};
+use crate::cache::flight::{self, Flight, Landing};
 use crate::cache::{self, Directive, Entry, Fetched, Key, Landed, Lookup, Outcome};
 use crate::call::{Call, Ctx, Trip};
 use crate::error::CallError;
+
+/// The head of the store's answer, streamed to the call that started the fetch.
+type Head = Result<(http::response::Parts, Outlet, Trip), CallError>;
+
+/// What a call gets from a shared fetch.
+enum Shared {
+    /// The store's answer as it streams (the call that started the fetch).
+    Streamed(http::response::Parts, Outlet, Trip),
+    /// What the fetch landed.
+    Landed(Landed),
+}
 
 /// How the cache can take part in a call.
 #[derive(Debug, Clone)]
@@ -77,7 +92,6 @@ impl Proxy {
             // With a stale entry to give, the fetch may not wait for budget.
             ctx.deadline = Instant::now();
         }
-        let (landed, outcome) = self.fetch_shared(ctx, &req, plan).await;
         let stale = |call: &mut Call, why: String| {
             fallback.as_ref().map(|entry| {
                 let response = self.answer_entry(call, entry, Outcome::Stale, req.headers());
@@ -85,8 +99,28 @@ impl Proxy {
                 response
             })
         };
+        // A call with validators waits for the whole answer, to know whether it already has it.
+        let stream = !has_validators(req.headers());
+        let key = plan.key.clone();
+        let (shared, outcome) = self.fetch_shared(ctx, &req, plan, stream).await;
+        let landed = match shared {
+            Shared::Streamed(head, outlet, trip) => {
+                call.absorb(&trip);
+                if head.status.is_server_error() {
+                    if let Some(response) =
+                        stale(call, format!("the store answered {}", head.status))
+                    {
+                        return Ok(response);
+                    }
+                }
+                call.record.cache = outcome.as_str();
+                self.cache.counters.count(outcome);
+                return Ok(Response::from_parts(head, outlet.boxed()));
+            }
+            Shared::Landed(landed) => landed,
+        };
         match landed {
-            Ok(fetched) => {
+            Landed::Fetched(fetched) => {
                 call.absorb(&fetched.trip);
                 if fetched.status.is_server_error() {
                     if let Some(response) =
@@ -97,78 +131,154 @@ impl Proxy {
                 }
                 Ok(self.answer_fetched(call, &fetched, outcome, req.headers()))
             }
-            Err(error) => stale(call, error.to_string()).ok_or(error),
+            Landed::Failed(error) => stale(call, error.to_string()).ok_or(error),
+            Landed::TooLarge => {
+                // Too large to share: this call fetches on its own, streaming.
+                self.cache.counters.count(Outcome::Miss);
+                call.record.cache = Outcome::Miss.as_str();
+                let mut trip = Trip::default();
+                let head = fetch_head(&req, &key);
+                let result = self
+                    .forward(
+                        &mut trip,
+                        &call.ctx,
+                        Request::from_parts(head, body::empty()),
+                    )
+                    .await;
+                call.absorb(&trip);
+                let stall = self.receive.gap;
+                result.map(|response| response.map(|b| body::relay(b, stall)))
+            }
         }
     }
 
     /// The store's answer to a cacheable GET, fetched once for every identical call in
     /// flight: the first caller starts a fetch that runs on its own (an app going away does
-    /// not cancel it for the others), the others wait for it.
+    /// not cancel it for the others) and, with `stream`, gets the answer as it arrives; the
+    /// others wait for what it lands.
     async fn fetch_shared(
         self: &Arc<Self>,
         ctx: Ctx,
         req: &Request<Body>,
         plan: Plan,
-    ) -> (Landed, Outcome) {
+        stream: bool,
+    ) -> (Shared, Outcome) {
         match self.cache.join(&plan.key) {
             Flight::Lead(landing) => {
-                let arrival = flight::arrival(landing.subscribe());
+                let arrival = (!stream).then(|| flight::arrival(landing.subscribe()));
+                let (head_tx, head_rx) = oneshot::channel();
+                let head_tx = stream.then_some(head_tx);
                 let proxy = self.clone();
                 let parts = fetch_head(req, &plan.key);
-                let fetch = async move {
-                    let landed = proxy.fetch(parts, ctx, plan).await;
-                    landing.land(landed);
-                };
+                let fetch = async move { proxy.fetch(parts, ctx, plan, landing, head_tx).await };
                 tokio::spawn(fetch.instrument(tracing::Span::current()));
-                (arrival.await.unwrap_or_else(abandoned), Outcome::Miss)
+                let shared = match arrival {
+                    Some(arrival) => Shared::Landed(arrival.await.unwrap_or_else(abandoned)),
+                    None => match head_rx.await {
+                        Ok(Ok((head, outlet, trip))) => Shared::Streamed(head, outlet, trip),
+                        Ok(Err(error)) => Shared::Landed(Landed::Failed(error)),
+                        Err(_) => Shared::Landed(abandoned()),
+                    },
+                };
+                (shared, Outcome::Miss)
             }
             Flight::Follow(rx) => (
-                flight::arrival(rx).await.unwrap_or_else(abandoned),
+                Shared::Landed(flight::arrival(rx).await.unwrap_or_else(abandoned)),
                 Outcome::Coalesced,
             ),
         }
     }
 
-    /// One fetch for the cache: through the budget to the store, the whole body read, the
-    /// answer stored when the store allows and no write to its family happened meanwhile.
-    async fn fetch(&self, parts: http::request::Parts, ctx: Ctx, plan: Plan) -> Landed {
+    /// One fetch for the cache: through the budget to the store; the answer streams to the
+    /// call that started it (`head`) while a copy is kept for an entry, stored when the store
+    /// allows and no write to its family happened meanwhile; what it lands goes to the calls
+    /// that joined.
+    async fn fetch(
+        &self,
+        parts: http::request::Parts,
+        ctx: Ctx,
+        plan: Plan,
+        landing: Landing<Landed>,
+        head: Option<oneshot::Sender<Head>>,
+    ) {
         let family = cache::family(plan.key.path());
         let generation = self.cache.generation(&family);
         let mut trip = Trip::default();
-        let response = self
-            .forward(&mut trip, &ctx, Request::from_parts(parts, body::empty()))
-            .await?;
-        let (head, body) = response.into_parts();
-        let bytes = body
-            .collect()
-            .await
-            .map_err(|e| CallError::BadGateway(format!("the store's answer broke off: {e}")))?
-            .to_bytes();
-        let mut entry = None;
-        if head.status == StatusCode::OK {
-            if let Some(ttl) = cache::policy::response_ttl(&head.headers, plan.ttl) {
-                let made = self.cache.entry(
-                    &plan.key,
-                    head.headers.clone(),
-                    bytes.clone(),
-                    ttl,
-                    generation,
-                    Instant::now(),
-                );
-                if let Some(made) = made {
-                    if self.cache.insert(plan.key, made.clone()).await {
-                        entry = Some(made);
-                    }
+        let request = Request::from_parts(parts, body::empty());
+        let response = match self.forward(&mut trip, &ctx, request).await {
+            Ok(response) => response,
+            Err(error) => {
+                if let Some(head) = head {
+                    let _ = head.send(Err(error.clone()));
                 }
+                landing.land(Landed::Failed(error));
+                return;
             }
+        };
+        let (mut parts, body) = response.into_parts();
+        let cacheable = parts.status == StatusCode::OK
+            && cache::policy::response_ttl(&parts.headers, plan.ttl).is_some();
+        if cacheable && !parts.headers.contains_key(ETAG) {
+            parts.headers.insert(ETAG, cache::Cache::fetch_tag());
         }
-        Ok(Arc::new(Fetched {
-            status: head.status,
-            headers: head.headers,
-            body: bytes,
-            entry,
-            trip,
-        }))
+        let size = http_body::Body::size_hint(&body);
+        let (inlet, outlet) = body::relay_pair(size, self.receive.gap);
+        let delivered =
+            head.is_some_and(|head| head.send(Ok((parts.clone(), outlet, trip.clone()))).is_ok());
+        let inlet = if delivered { inlet } else { Inlet::closed() };
+        let mut tap = self.cache.tap();
+        let landed = match body::pump(body, inlet, Some(&mut tap)).await {
+            Relayed::Broken(why) => Landed::Failed(CallError::BadGateway(format!(
+                "the store's answer broke off: {why}"
+            ))),
+            Relayed::Unread => Landed::TooLarge,
+            Relayed::Complete => match tap.take() {
+                None => Landed::TooLarge,
+                Some(bytes) => {
+                    let entry = self
+                        .store(&plan, &parts.headers, parts.status, &bytes, generation)
+                        .await;
+                    Landed::Fetched(Arc::new(Fetched {
+                        status: parts.status,
+                        headers: parts.headers,
+                        body: bytes,
+                        entry,
+                        trip,
+                    }))
+                }
+            },
+        };
+        if let Landed::Failed(error) = &landed {
+            tracing::warn!(error = %error, "cache.fetch_failed");
+        }
+        landing.land(landed);
+    }
+
+    /// Stores a whole answer when it may be cached; the entry made of it.
+    async fn store(
+        &self,
+        plan: &Plan,
+        headers: &HeaderMap,
+        status: StatusCode,
+        body: &bytes::Bytes,
+        generation: u64,
+    ) -> Option<Arc<Entry>> {
+        if status != StatusCode::OK {
+            return None;
+        }
+        let ttl = cache::policy::response_ttl(headers, plan.ttl)?;
+        let entry = self.cache.entry(
+            &plan.key,
+            headers.clone(),
+            body.clone(),
+            ttl,
+            generation,
+            Instant::now(),
+        )?;
+        self.cache
+            .insert(plan.key.clone(), entry.clone())
+            .await
+            .then_some(entry)
     }
 
     /// An answer from a cache entry: `304` when the app already has it, else the entry with
@@ -217,9 +327,14 @@ impl Proxy {
 }
 
 fn abandoned() -> Landed {
-    Err(CallError::BadGateway(
+    Landed::Failed(CallError::BadGateway(
         "the shared call to the store was abandoned".into(),
     ))
+}
+
+/// True when the app sent a validator (`If-None-Match`, `If-Modified-Since`).
+fn has_validators(headers: &HeaderMap) -> bool {
+    headers.contains_key(IF_NONE_MATCH) || headers.contains_key(IF_MODIFIED_SINCE)
 }
 
 /// The head of the GET a cache fetch sends: the app's request with its validators, ranges and

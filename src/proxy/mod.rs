@@ -25,15 +25,14 @@ mod cached;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use http::header::{CONTENT_LENGTH, EXPECT};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT};
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::body::{self, Body, Replay, ResponseBody};
+use crate::body::{self, Body, BodyMemory, Receive, ReceiveError, Replay, ResponseBody};
 use crate::budget::{Budget, Class, Slot, Verdict};
 use crate::cache::{self, Cache, Outcome};
 use crate::call::{Call, Ctx, RequestIds, Trip};
@@ -77,7 +76,7 @@ pub struct Proxy {
     ids: RequestIds,
     dialect: Dialect,
     remaining_header: HeaderName,
-    max_body: u64,
+    receive: Receive,
     scheme: &'static str,
 }
 
@@ -110,7 +109,11 @@ impl Proxy {
             ids: RequestIds::default(),
             dialect,
             remaining_header: dialect.remaining_header(),
-            max_body: settings.listen.max_body.as_u64(),
+            receive: Receive {
+                max_body: settings.listen.max_body.as_u64(),
+                gap: settings.listen.body_timeout,
+                memory: BodyMemory::new(settings.listen.body_memory.as_u64()),
+            },
             scheme: settings.listen.scheme(),
         }
     }
@@ -160,62 +163,60 @@ impl Proxy {
                 self.cache.invalidate(&family);
             }
         }
-        result
+        let stall = self.receive.gap;
+        result.map(|response| response.map(|b| body::relay(b, stall)))
     }
 
-    /// Stage 1: is this a call that may go to the store at all?
+    /// Stage 1: is this a call that may go to the store at all? Its head is checked, the app
+    /// authenticated, then its body received whole (within `listen.max_body`,
+    /// `listen.body_timeout` and `listen.body_memory`), so that a slow uploader holds neither
+    /// budget nor an upstream slot; `budget.max_wait` counts from when the request is whole.
+    /// A call refused before its body was read has the body drained, so the app, still
+    /// sending, reads the answer.
     async fn admit(
         &self,
         call: &mut Call,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
     ) -> Result<Request<Body>, CallError> {
-        if let Some(why) = crate::framing::refusal(req.headers()) {
-            return Err(CallError::BadRequest(why));
+        let (mut parts, mut incoming) = req.into_parts();
+        if let Err(error) = self.check_head(call, &mut parts) {
+            drain(incoming);
+            return Err(error);
         }
-        req.headers_mut().remove(REFUSED);
-        crate::admit::check(req.method(), req.uri(), req.headers())?;
-        call.set_client(self.live().clients.authenticate(req.headers())?);
-        let (parts, incoming) = req.into_parts();
-        let body = self.admit_body(&parts, incoming).await?;
-        Ok(Request::from_parts(parts, body))
+        let received = body::receive(&mut incoming, &self.receive).await;
+        let received = received.map_err(|error| match error {
+            ReceiveError::TooLarge(limit) => {
+                if !parts.headers.contains_key(EXPECT) {
+                    drain(incoming);
+                }
+                CallError::BodyTooLarge(limit)
+            }
+            ReceiveError::Timeout(gap) => CallError::BodyTimeout(gap),
+            ReceiveError::Gone(why) => CallError::ClientGone(format!(
+                "the app went away before its request body was whole: {why}"
+            )),
+            ReceiveError::Malformed(why) => CallError::BadRequest(why),
+            ReceiveError::Busy => CallError::Busy,
+        })?;
+        call.body_memory = received.permit;
+        call.ctx.deadline = Instant::now() + self.live().max_wait;
+        Ok(Request::from_parts(parts, body::full(received.bytes)))
     }
 
-    /// A body of known length streams to the store once its length is within
-    /// `listen.max_body`; a body of unknown length (chunked) is read up to the limit first, so
-    /// that an oversized one never reaches the store.
-    async fn admit_body(
+    /// The request head: no smuggling shape, a target and headers within bounds, and an app
+    /// of `[[clients]]` when any are configured.
+    fn check_head(
         &self,
-        parts: &http::request::Parts,
-        mut incoming: Incoming,
-    ) -> Result<Body, CallError> {
-        use http_body::Body as _;
-        if incoming.is_end_stream() {
-            return Ok(body::empty());
+        call: &mut Call,
+        parts: &mut http::request::Parts,
+    ) -> Result<(), CallError> {
+        if let Some(why) = crate::framing::refusal(&parts.headers) {
+            return Err(CallError::BadRequest(why));
         }
-        let expects_continue = parts.headers.contains_key(EXPECT);
-        if let Some(length) = incoming.size_hint().exact() {
-            if length > self.max_body {
-                if !expects_continue {
-                    drain(incoming);
-                }
-                return Err(CallError::BodyTooLarge(self.max_body));
-            }
-            return Ok(incoming.map_err(Into::into).boxed());
-        }
-        let mut buf = BytesMut::new();
-        while let Some(frame) = incoming.frame().await {
-            let frame = frame.map_err(|e| {
-                CallError::BadRequest(format!("the request body could not be read: {e}"))
-            })?;
-            if let Ok(data) = frame.into_data() {
-                if (buf.len() + data.len()) as u64 > self.max_body {
-                    drain(incoming);
-                    return Err(CallError::BodyTooLarge(self.max_body));
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        Ok(body::full(buf.freeze()))
+        parts.headers.remove(REFUSED);
+        crate::admit::check(&parts.method, &parts.uri, &parts.headers)?;
+        call.set_client(self.live().clients.authenticate(&parts.headers)?);
+        Ok(())
     }
 
     /// Stages 3 and 4 (budget, then the store), repeated while the store throttles the call
@@ -232,9 +233,8 @@ impl Proxy {
         let mut resend = false;
         let mut retried = false;
         loop {
-            let mut slot = self.wait(trip, ctx, resend).await?;
+            let slot = self.wait(trip, ctx, resend).await?;
             let grant = slot.grant();
-            slot.mark_sent();
             let req = Request::from_parts(parts.clone(), body.body());
             let can_retry = ctx.class == Class::Read && !retried;
             let response = match self
@@ -336,6 +336,12 @@ impl Proxy {
             .headers_mut()
             .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         *response.body_mut() = body::full(bytes);
+        if matches!(error, CallError::BodyTimeout(_) | CallError::Busy) {
+            // The body was not read whole: the connection cannot carry another call.
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         call.record.error = Some(message);
         response
     }
@@ -356,20 +362,7 @@ fn may_have_changed_the_store(
     }
 }
 
-/// Reads and throws away the rest of an oversized body in the background, so that hyper can
-/// keep the connection for the app's next call; gives up (and the connection closes) past
-/// [`DRAIN_LIMIT`] or [`DRAIN_TIME`].
-fn drain(mut incoming: Incoming) {
-    tokio::spawn(async move {
-        let mut seen = 0u64;
-        let _ = tokio::time::timeout(DRAIN_TIME, async {
-            while let Some(Ok(frame)) = incoming.frame().await {
-                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
-                if seen > DRAIN_LIMIT {
-                    break;
-                }
-            }
-        })
-        .await;
-    });
+/// Reads and throws away the rest of a body the proxy answered early (see [`body::drain`]).
+fn drain(incoming: Incoming) {
+    body::drain(incoming, DRAIN_LIMIT, DRAIN_TIME);
 }

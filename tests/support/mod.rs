@@ -165,6 +165,12 @@ impl Http {
         }
     }
 
+    /// A GET whose answer is returned as soon as its head arrives (the body streams after).
+    pub async fn open(&self, url: &str) -> hyper::Response<hyper::body::Incoming> {
+        let req = Request::get(url).body(body(Bytes::new())).unwrap();
+        self.client.request(req).await.expect("request")
+    }
+
     pub async fn send(&self, req: Request<TestBody>) -> Reply {
         let response = self.client.request(req).await.expect("request");
         let (parts, body) = response.into_parts();
@@ -353,18 +359,53 @@ impl std::io::Write for Logs {
     }
 }
 
+thread_local! {
+    /// Where this thread's log lines go while a test captures them.
+    static CAPTURE: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes a log line to the capture of the thread it is written on, if any.
+#[derive(Clone, Copy, Default)]
+struct ToCapture;
+
+impl std::io::Write for ToCapture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with(|c| {
+            if let Some(logs) = c.borrow().as_ref() {
+                logs.0.lock().unwrap().extend_from_slice(b);
+            }
+        });
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Stops a thread's capture when dropped.
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURE.with(|c| c.borrow_mut().take());
+    }
+}
+
 impl Logs {
     /// Captures JSON logs of everything running on this thread (use a current-thread runtime)
-    /// until the guard is dropped.
-    pub fn capture() -> (Logs, tracing::dispatcher::DefaultGuard) {
+    /// until the guard is dropped. One process-wide subscriber serves every test, so that
+    /// tracing's per-callsite interest is the same whichever test hits a callsite first.
+    pub fn capture() -> (Logs, CaptureGuard) {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let (dispatch, _) =
+                bcproxy::telemetry::subscriber(&bcproxy::config::Log::default(), || ToCapture)
+                    .unwrap();
+            let _ = tracing::dispatcher::set_global_default(dispatch);
+        });
         let logs = Logs::default();
-        let writer = logs.clone();
-        let (dispatch, _) =
-            bcproxy::telemetry::subscriber(&bcproxy::config::Log::default(), move || {
-                writer.clone()
-            })
-            .unwrap();
-        (logs, tracing::dispatcher::set_default(&dispatch))
+        CAPTURE.with(|c| *c.borrow_mut() = Some(logs.clone()));
+        (logs, CaptureGuard(()))
     }
 
     pub fn text(&self) -> String {
@@ -461,4 +502,65 @@ pub async fn start_proxy_with_admin(
     RunningProxy::start_with(settings, listener, Some(admin), sources)
         .await
         .expect("start proxy")
+}
+
+/// A store that misbehaves on purpose: for every request it reads (the head only), `respond`
+/// writes whatever bytes it likes on the connection (then the connection closes). Returns the
+/// store's URL and how many requests it got.
+pub async fn fake_store<F, Fut>(respond: F) -> (String, Arc<std::sync::atomic::AtomicUsize>)
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let respond = Arc::new(respond);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let (respond, counted) = (respond.clone(), counted.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tcp.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                respond(tcp).await;
+            });
+        }
+    });
+    (format!("http://{addr}"), calls)
+}
+
+/// A head of a 200 answer with `extra` header lines (each ending in CRLF).
+pub fn answer_head(extra: &str) -> Vec<u8> {
+    format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{extra}\r\n").into_bytes()
+}
+
+/// Reads a response's head off `response`, then up to `at_most` body bytes, in the order they
+/// come; returns the status, the bytes and whether the body ended cleanly.
+pub async fn read_some(
+    response: hyper::Response<hyper::body::Incoming>,
+    at_most: usize,
+) -> (u16, Vec<u8>, Result<(), String>) {
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    while got.len() < at_most {
+        match body.frame().await {
+            None => return (status, got, Ok(())),
+            Some(Err(e)) => return (status, got, Err(e.to_string())),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    got.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    (status, got, Ok(()))
 }
