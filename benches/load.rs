@@ -12,6 +12,12 @@
 //! - **budget**: a store allowing 300 calls per 6 s and an app asking as fast as 16
 //!   connections go for 15 s over 20 products; how many of the app's GETs get a 200 and how
 //!   many a 509, direct and through the proxy (whose budget is the store's), cache off and on.
+//! - **hardening** (not in the default set): the proxy's memory (RSS) under attack: an endless
+//!   cacheable answer read fast and read not at all, 2,000 idle h2 connections, 100 uploads
+//!   that trickle.
+//!
+//! `BENCH_PROXY_BIN=path/to/bcproxy` measures another build of the proxy against the same
+//! simulator (to compare commits).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -173,7 +179,13 @@ async fn drive(
 }
 
 fn spawn(args: &[&str], envs: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(BIN);
+    // `BENCH_PROXY_BIN` runs another build of the proxy (an A/B against an older commit); the
+    // simulator is always this one.
+    let bin = match std::env::var("BENCH_PROXY_BIN") {
+        Ok(other) if args.first() != Some(&"sim") => other,
+        _ => BIN.to_string(),
+    };
+    let mut cmd = Command::new(bin);
     cmd.args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -248,13 +260,17 @@ impl Process {
     }
 
     async fn peak_rss_mib(&self) -> Option<f64> {
+        self.rss_mib("VmHWM:").await
+    }
+
+    async fn rss_mib(&self, field: &str) -> Option<f64> {
         let pid = self.child.id()?;
         let status = tokio::fs::read_to_string(format!("/proc/{pid}/status"))
             .await
             .ok()?;
         let kib: f64 = status
             .lines()
-            .find(|l| l.starts_with("VmHWM:"))?
+            .find(|l| l.starts_with(field))?
             .split_whitespace()
             .nth(1)?
             .parse()
@@ -467,6 +483,129 @@ async fn cache() {
     sim.stop().await;
 }
 
+/// A store whose answer never ends: a chunked 200 of 64 KiB chunks, for every request.
+async fn endless_store() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tcp.read(&mut byte).await.ok() != Some(1) {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await;
+                let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+                while tcp.write_all(chunk.as_bytes()).await.is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+/// Reads up to `bytes` of a GET's answer (all of it when 0 is given for `pause`), or reads
+/// `bytes` and then holds the connection without reading for `pause`.
+async fn read_answer(addr: SocketAddr, path: &str, bytes: u64, pause: Duration) -> u64 {
+    let Ok(stream) = TcpStream::connect(addr).await else {
+        return 0;
+    };
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    else {
+        return 0;
+    };
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let Ok(response) = sender.send_request(req).await else {
+        return 0;
+    };
+    let mut body = response.into_body();
+    let mut got = 0u64;
+    while got < bytes {
+        match body.frame().await {
+            Some(Ok(frame)) => got += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => break,
+        }
+    }
+    tokio::time::sleep(pause).await;
+    got
+}
+
+async fn report(name: &str, proxy: &Process) {
+    let rss = proxy.rss_mib("VmRSS:").await.unwrap_or(f64::NAN);
+    let peak = proxy.peak_rss_mib().await.unwrap_or(f64::NAN);
+    println!("{name:<52} {rss:>12.1} {peak:>12.1}");
+}
+
+async fn hardening() {
+    use tokio::io::AsyncWriteExt;
+    println!("\nhardening: the proxy's memory under attack (cache.max_size = 64MiB)");
+    println!("{:<52} {:>12} {:>12}", "", "RSS MiB", "peak MiB");
+    let store = endless_store().await;
+    let proxy = Process::proxy(
+        store,
+        "[cache]\nenabled = true\nmax_size = \"64MiB\"\n[budget]\nlimit = 100000000",
+    )
+    .await;
+    report("at start", &proxy).await;
+    let started = Instant::now();
+    let got = read_answer(proxy.addr, "/api/v2/products/1", 1 << 30, Duration::ZERO).await;
+    let secs = started.elapsed().as_secs_f64();
+    let rate = got as f64 / secs / 1048576.0;
+    report(
+        &format!("endless answer, 1 GiB read at {rate:.0} MiB/s"),
+        &proxy,
+    )
+    .await;
+    let held = tokio::spawn(read_answer(
+        proxy.addr,
+        "/api/v2/products/2",
+        1 << 20,
+        Duration::from_secs(3),
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    report("endless answer, reader stopped after 1 MiB", &proxy).await;
+    let _ = held.await;
+
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        if let Ok(mut tcp) = TcpStream::connect(proxy.addr).await {
+            let _ = tcp
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+                .await;
+            idle.push(tcp);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    report(&format!("{} idle h2 connections", idle.len()), &proxy).await;
+    drop(idle);
+
+    let mut uploads = Vec::new();
+    for _ in 0..100 {
+        if let Ok(mut tcp) = TcpStream::connect(proxy.addr).await {
+            let _ = tcp
+                .write_all(b"POST /api/v2/brands HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000\r\n\r\n{\"name")
+                .await;
+            uploads.push(tcp);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    report("100 uploads of 10 MB trickling", &proxy).await;
+    drop(uploads);
+    proxy.stop().await;
+}
+
 #[tokio::main]
 async fn main() {
     let scenarios: String = env_or("BENCH_SCENARIOS", "throughput,cache,budget".to_string());
@@ -475,7 +614,8 @@ async fn main() {
             "throughput" => throughput().await,
             "cache" => cache().await,
             "budget" => budget().await,
-            other => eprintln!("unknown scenario {other:?} (throughput, cache, budget)"),
+            "hardening" => hardening().await,
+            other => eprintln!("unknown scenario {other:?} (throughput, cache, budget, hardening)"),
         }
     }
 }

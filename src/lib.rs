@@ -11,6 +11,7 @@
 //! - [`app`]: building the parts from settings and serving them until shutdown; reload.
 //! - [`server`]: listeners, connections (HTTP/1.1, h2, TLS), limits, graceful shutdown.
 //! - [`framing`]: the guard that refuses request-smuggling shapes before hyper reads them.
+//! - [`fuzzing`]: the properties the fuzz targets check (replayed by the corpus tests).
 //! - [`proxy`]: a call's life, stage by stage: admit, cache, wait, forward, finish.
 //! - [`call`]: one call's context, which becomes its access event.
 //! - [`admit`]: what a request must look like to be forwarded (paths, framing, sizes).
@@ -45,6 +46,7 @@ pub mod config;
 pub mod dialect;
 pub mod error;
 pub mod framing;
+pub mod fuzzing;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;

@@ -146,9 +146,12 @@ impl Registry {
     fn evict_oldest_idle(&self) -> bool {
         let conns = self.lock();
         let oldest = conns
-            .values()
-            .filter(|c| c.active.load(Ordering::Acquire) == 0 && !c.evicted.load(Ordering::Acquire))
-            .min_by_key(|c| c.idle_since_ms.load(Ordering::Acquire));
+            .iter()
+            .filter(|(_, c)| {
+                c.active.load(Ordering::Acquire) == 0 && !c.evicted.load(Ordering::Acquire)
+            })
+            .min_by_key(|(id, c)| (c.idle_since_ms.load(Ordering::Acquire), **id))
+            .map(|(_, c)| c);
         match oldest {
             Some(conn) => {
                 conn.evicted.store(true, Ordering::Release);
@@ -205,6 +208,8 @@ where
         emptied: Notify::new(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    // New connections waiting for an idle one to make way.
+    let waiting = Arc::new(AtomicUsize::new(0));
     let local = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -233,24 +238,29 @@ where
                 }
             },
         };
-        let Some(permit) = admit_connection(&limit, &registry).await else {
-            tracing::warn!(listener = options.name, peer = %peer, max = options.max_connections, "connection.refused");
-            let refusal = options.refusal.clone();
-            let plain = acceptor.is_none();
-            tokio::spawn(async move { refuse(tcp, plain.then_some(refusal)).await });
-            continue;
-        };
         let _ = tcp.set_nodelay(true);
         let service = make_service(ConnInfo { peer, local });
-        let task = Connection {
-            registered: registry.add(),
-            _permit: permit,
-            stop: stop_rx.clone(),
-            header_timeout: options.header_timeout,
-            builders: builders.clone(),
-        };
-        let acceptor = acceptor.clone();
+        let (limit, registry, waiting) = (limit.clone(), registry.clone(), waiting.clone());
+        let (stop, builders, acceptor) = (stop_rx.clone(), builders.clone(), acceptor.clone());
+        let (name, max, header_timeout) = (
+            options.name,
+            options.max_connections,
+            options.header_timeout,
+        );
+        let refusal = acceptor.is_none().then(|| options.refusal.clone());
         tokio::spawn(async move {
+            let Some(permit) = admit_connection(&limit, &registry, &waiting, max).await else {
+                tracing::warn!(listener = name, peer = %peer, max, "connection.refused");
+                refuse(tcp, refusal).await;
+                return;
+            };
+            let task = Connection {
+                registered: registry.add(),
+                _permit: permit,
+                stop,
+                header_timeout,
+                builders,
+            };
             if let Err(e) = task.run(tcp, acceptor, service).await {
                 tracing::debug!(peer = %peer, error = %e, "connection.error");
             }
@@ -278,21 +288,31 @@ where
 }
 
 /// A connection slot: at once when one is free, else after displacing the connection idle the
-/// longest; `None` when every connection has a call in flight.
+/// longest; `None` when every connection has a call in flight (or too many new ones already
+/// wait for a place).
 async fn admit_connection(
     limit: &Arc<Semaphore>,
     registry: &Registry,
+    waiting: &AtomicUsize,
+    max: usize,
 ) -> Option<OwnedSemaphorePermit> {
     if let Ok(permit) = limit.clone().try_acquire_owned() {
         return Some(permit);
     }
-    if !registry.evict_oldest_idle() {
+    if waiting.fetch_add(1, Ordering::AcqRel) >= max.clamp(1, 64) {
+        waiting.fetch_sub(1, Ordering::AcqRel);
         return None;
     }
-    tokio::time::timeout(EVICT_WAIT, limit.clone().acquire_owned())
-        .await
-        .ok()?
-        .ok()
+    let permit = if registry.evict_oldest_idle() {
+        tokio::time::timeout(EVICT_WAIT, limit.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    } else {
+        None
+    };
+    waiting.fetch_sub(1, Ordering::AcqRel);
+    permit
 }
 
 /// One accepted connection's task.
@@ -404,6 +424,10 @@ impl Connection {
                 result = conn.as_mut() => return result,
                 () = state.nudge.notified() => {
                     if state.evicted.load(Ordering::Acquire) && closing.is_none() {
+                        if state.active.load(Ordering::Acquire) == 0 {
+                            // Idle: nothing to finish, make way at once.
+                            return Ok(());
+                        }
                         conn.as_mut().close();
                         closing = Some(Instant::now() + CLOSE_WAIT);
                     }

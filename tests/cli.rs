@@ -91,6 +91,14 @@ async fn bad_config_exits_2_naming_the_key() {
             GOOD.replace("[listen]", "[listen"),
             "syntax.toml",
         ),
+        (
+            "port.toml",
+            GOOD.replace(
+                "https://store-abc123.mybigcommerce.com",
+                "http://127.0.0.1:99999",
+            ),
+            "upstream.url",
+        ),
     ];
     for (name, text, key) in cases {
         let path = write(dir.path(), name, &text);
@@ -421,4 +429,135 @@ async fn health_command_checks_the_admin_endpoint() {
             .code(),
         Some(1)
     );
+}
+
+/// The store's key never reaches any output, whichever way it was given (the file, the
+/// environment, user-info in `upstream.url` from the file or the environment, a key file),
+/// whether the config is good or bad, from `check`, from `run`'s start and from a refused
+/// reload. The output grepped is checked to be there first.
+#[tokio::test]
+async fn the_key_is_never_echoed_whichever_way_it_came() {
+    const SECRET: &str = "SeCrEt-canary-7f3a9";
+    let sim = start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = write(dir.path(), "key", &format!("{SECRET}\n"));
+    let base = |upstream: &str| {
+        format!(
+            "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"\"\n[upstream]\nusername = \"u\"\n{upstream}\n"
+        )
+    };
+    let url = format!("url = \"{}\"", sim.url());
+    // (the config file, extra environment, the exit code `check` must give)
+    type Case = (String, Vec<(&'static str, String)>, i32);
+    let cases: Vec<Case> = vec![
+        // The key in the file, good and bad.
+        (base(&format!("{url}\napi_key = \"{SECRET}\"")), vec![], 0),
+        (
+            base(&format!(
+                "{url}\napi_key = \"{SECRET}\"\ntimeout = \"soon\""
+            )),
+            vec![],
+            2,
+        ),
+        (base(&format!("{url}\napi_key = [\"{SECRET}\"]")), vec![], 2),
+        (
+            base(&format!("{url}\napi_key = \"{SECRET}\\u0001\"")),
+            vec![],
+            2,
+        ),
+        // The key in the environment.
+        (
+            base(&url),
+            vec![("BCPROXY__UPSTREAM__API_KEY", SECRET.to_string())],
+            0,
+        ),
+        (
+            base(&format!("{url}\napi_key = \"other\"\ntimeout = \"soon\"")),
+            vec![("BCPROXY__UPSTREAM__API_KEY", SECRET.to_string())],
+            2,
+        ),
+        // The key as user-info in the URL, from the file and from the environment.
+        (
+            base(&format!(
+                "url = \"https://admin:{SECRET}@store.example\"\napi_key = \"k\""
+            )),
+            vec![],
+            2,
+        ),
+        (
+            base("api_key = \"k\""),
+            vec![(
+                "BCPROXY__UPSTREAM__URL",
+                format!("http://admin:{SECRET}@127.0.0.1:1"),
+            )],
+            2,
+        ),
+        // The key in a key file.
+        (
+            base(&format!("{url}\napi_key_file = {key_file:?}")),
+            vec![],
+            0,
+        ),
+        (
+            base(&format!(
+                "{url}\napi_key_file = {key_file:?}\napi_key = \"x\""
+            )),
+            vec![],
+            2,
+        ),
+    ];
+    let mut everything = String::new();
+    for (i, (text, env, code)) in cases.iter().enumerate() {
+        let path = write(dir.path(), &format!("case{i}.toml"), text);
+        let mut check = bcproxy(&["check", "--config", &path]);
+        for (k, v) in env {
+            check.env(k, v);
+        }
+        let out = check.output().await.unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(*code), "case {i}: {text}");
+        assert!(!text.trim().is_empty(), "case {i}: no output to check");
+        assert!(!text.contains(SECRET), "case {i} echoed the key: {text}");
+        everything.push_str(&text);
+    }
+
+    // `run` with the key from the file: its start, then a reload to a URL carrying the key
+    // (refused), then its shutdown.
+    let path = write(dir.path(), "run.toml", &cases[0].0);
+    let mut child = bcproxy(&["run", "--config", &path]).spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let start = next_json(&mut stdout, "start").await;
+    std::fs::write(&path, &cases[6].0).unwrap();
+    signal(&child, "HUP");
+    let refused = next_json(
+        &mut stdout,
+        "config: reload refused; the running config stays",
+    )
+    .await;
+    signal(&child, "TERM");
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    let mut rest = vec![start.to_string(), refused.to_string()];
+    while let Ok(Some(line)) = stdout.next_line().await {
+        rest.push(line);
+    }
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = err.read_to_string(&mut stderr).await;
+    }
+    let run = format!("{}\n{stderr}", rest.join("\n"));
+    assert!(run.contains("\"message\":\"shutdown\""), "{run}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("upstream.url")),
+        "{refused}"
+    );
+    assert!(!run.contains(SECRET), "run echoed the key: {run}");
+    everything.push_str(&run);
+    assert!(everything.len() > 1000, "too little output was checked");
 }

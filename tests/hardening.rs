@@ -180,3 +180,147 @@ async fn credentials_go_to_the_origin_only() {
     );
     assert_eq!(sim.sim.stats(false).calls, 4);
 }
+
+/// The bytes of an h2 client with prior knowledge that opens the connection and then sends
+/// nothing: the preface and an empty SETTINGS frame.
+const H2_HELLO: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// An h2 connection with no open stream is closed after `listen.header_timeout`, like an idle
+/// HTTP/1 keep-alive connection.
+#[tokio::test]
+async fn idle_h2_connections_are_closed() {
+    let sim = start_sim().await;
+    let proxy = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[("listen.header_timeout", "300ms")],
+    ))
+    .await;
+    let mut conn = RawConn::connect(proxy.addr).await;
+    conn.send(H2_HELLO).await;
+    let started = std::time::Instant::now();
+    assert!(
+        conn.ends_within(Duration::from_secs(3)).await,
+        "an idle h2 connection stayed open"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+/// Connections that idle on the admin listener (more than it takes) cannot keep a health probe
+/// out: the newest connection takes the place of the one idle the longest.
+#[tokio::test]
+async fn idle_connections_cannot_starve_the_admin_listener() {
+    let sim = start_sim().await;
+    let proxy = start_proxy_with_admin(settings(&sim.url(), "", &[]), None).await;
+    let admin = proxy.admin_addr.unwrap();
+    let mut idle = Vec::new();
+    for i in 0..80 {
+        let mut conn = RawConn::connect(admin).await;
+        if i % 2 == 0 {
+            conn.send(H2_HELLO).await;
+        }
+        idle.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let health = Http::default()
+        .get(&format!("http://{admin}/healthz"))
+        .await;
+    assert_eq!(health.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // The app listener is untouched by the admin's idlers.
+    let app = Http::default()
+        .get(&format!("{}/api/v2/time", proxy.url()))
+        .await;
+    assert_eq!(app.status, 200);
+}
+
+/// h2 requests have the same header-count limit as HTTP/1.1: 431, nothing forwarded.
+#[tokio::test]
+async fn h2_requests_with_too_many_headers_get_431() {
+    let (sim, proxy) = sim_and_proxy().await;
+    let mut req = http::Request::get(format!("{}/api/v2/time", proxy.url()));
+    for i in 0..150 {
+        req = req.header(format!("x-filler-{i}"), i.to_string());
+    }
+    let reply = Http::h2()
+        .send(req.body(body(bytes::Bytes::new())).unwrap())
+        .await;
+    assert_eq!(reply.status, 431);
+    assert_eq!(sim.sim.stats(false).calls, 0);
+}
+
+/// A request after a valid chunked one with leading zeros in a chunk size, or after one with
+/// `Transfer-Encoding: gzip, chunked`, is still inspected: a smuggling shape never reaches the
+/// store.
+#[tokio::test]
+async fn the_framing_guard_never_switches_off() {
+    let (sim, proxy) = sim_and_proxy().await;
+    let body = r#"{"name":"smuggled"}"#;
+    let smuggle = format!(
+        "POST /api/v2/brands HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len() + 9,
+        body.len()
+    );
+    let leading_zeros = format!(
+        "POST /api/v2/brands HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n00000000000000000{:x}\r\n{}\r\n0\r\n\r\n",
+        r#"{"name":"zeros"}"#.len(),
+        r#"{"name":"zeros"}"#
+    );
+    let mut conn = RawConn::connect(proxy.addr).await;
+    conn.send(format!("{leading_zeros}{smuggle}").as_bytes())
+        .await;
+    assert_eq!(conn.read_response(false).await.unwrap().status, 201);
+    assert_eq!(conn.read_response(false).await.unwrap().status, 400);
+    assert!(conn.ends_within(Duration::from_secs(2)).await);
+
+    let gzip = "POST /api/v2/brands HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n";
+    let mut conn = RawConn::connect(proxy.addr).await;
+    conn.send(format!("{gzip}{smuggle}").as_bytes()).await;
+    assert_eq!(conn.read_response(false).await.unwrap().status, 400);
+    assert!(
+        conn.ends_within(Duration::from_secs(2)).await,
+        "the connection stayed open after a refusal"
+    );
+    let posts: Vec<_> = sim
+        .sim
+        .stats(true)
+        .log
+        .into_iter()
+        .filter(|c| c.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+}
+
+/// An answer the proxy gives before reading the body (here 401) lets the app finish sending
+/// and read it, on a connection that stays usable.
+#[tokio::test]
+async fn early_answers_let_the_app_finish_sending() {
+    let sim = start_sim().await;
+    let token = "early-token";
+    let extra = format!(
+        "[[clients]]\nname = \"erp\"\ntoken_sha256 = \"{}\"\n",
+        bcproxy::clients::token_sha256(token)
+    );
+    let proxy = start_proxy(settings(&sim.url(), &extra, &[])).await;
+    let mut conn = RawConn::connect(proxy.addr).await;
+    let size = 2 * 1024 * 1024;
+    conn.send(
+        format!("POST /api/v2/brands HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        conn.try_send(&vec![b'x'; size]).await,
+        "the proxy stopped reading the app's body"
+    );
+    let refused = conn.read_response(false).await.expect("the answer");
+    assert_eq!(refused.status, 401);
+    conn.send(
+        format!("GET /api/v2/time HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(conn.read_response(false).await.unwrap().status, 200);
+    assert_eq!(sim.sim.stats(false).calls, 1);
+}

@@ -240,6 +240,7 @@ async fn connections_beyond_the_limit() {
     for conn in [&mut a, &mut b] {
         conn.send(call).await;
         assert_eq!(conn.read_response(false).await.unwrap().status, 200);
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut c = RawConn::connect(proxy.addr).await;
     c.send(call).await;
@@ -293,4 +294,149 @@ async fn idle_keep_alive_connections_close_at_header_timeout() {
     let started = Instant::now();
     assert!(conn.closed_within(Duration::from_secs(3)).await);
     assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+/// Uploads that trickle hold neither budget nor an upstream slot (their bodies are received
+/// whole first): other apps' calls go at once. An upload that pauses longer than
+/// `listen.body_timeout` gets 408, logged as 408.
+#[tokio::test]
+async fn slow_uploads_hold_no_upstream_slot() {
+    let (logs, _guard) = Logs::capture();
+    let sim = start_sim().await;
+    let proxy = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[
+            ("upstream.max_concurrency", "2"),
+            ("budget.max_wait", "1s"),
+            ("listen.body_timeout", "1s"),
+        ],
+    ))
+    .await;
+    let mut uploads = Vec::new();
+    for _ in 0..4 {
+        let mut conn = RawConn::connect(proxy.addr).await;
+        conn.send(b"POST /api/v2/brands HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"na")
+            .await;
+        uploads.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let http = Http::default();
+    let started = Instant::now();
+    for _ in 0..3 {
+        let reply = http.get(&format!("{}/api/v2/time", proxy.url())).await;
+        assert_eq!(reply.status, 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    for conn in &mut uploads {
+        let response = conn.read_response(false).await.expect("an answer");
+        assert_eq!(response.status, 408);
+    }
+    assert_eq!(
+        sim.sim.stats(false).by_method.get("POST"),
+        None,
+        "an upload reached the store"
+    );
+    proxy.stop().await;
+    let timed_out = logs.access().iter().filter(|l| l["status"] == 408).count();
+    assert_eq!(timed_out, 4);
+}
+
+/// An app that goes away in the middle of a chunked upload is logged as 499 (it left), not as
+/// a malformed request, and nothing is sent.
+#[tokio::test]
+async fn an_upload_cut_short_is_a_499() {
+    let (logs, _guard) = Logs::capture();
+    let (sim, proxy) = sim_and_proxy().await;
+    let mut conn = RawConn::connect(proxy.addr).await;
+    conn.send(b"POST /api/v2/brands HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.stop().await;
+    let access = logs.access();
+    assert_eq!(access.len(), 1, "{access:?}");
+    assert_eq!(access[0]["status"], 499);
+    assert_eq!(sim.sim.stats(false).calls, 0);
+}
+
+/// Bodies being received hold at most `listen.body_memory` in all; beyond it a new body waits
+/// unread, then gets 503 with `Retry-After`, and nothing is sent.
+#[tokio::test]
+async fn body_memory_is_bounded() {
+    let (sim, proxy) = {
+        let sim = start_sim().await;
+        let proxy = start_proxy(settings(
+            &sim.url(),
+            "",
+            &[
+                ("listen.max_body", "64KiB"),
+                ("listen.body_memory", "64KiB"),
+                ("listen.body_timeout", "1s"),
+            ],
+        ))
+        .await;
+        (sim, proxy)
+    };
+    // One upload holds nearly all of it and keeps trickling (so it never times out).
+    let mut holder = RawConn::connect(proxy.addr).await;
+    holder
+        .send(b"POST /api/v2/brands HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n")
+        .await;
+    let trickle = tokio::spawn(async move {
+        for _ in 0..15 {
+            holder.send(b"x").await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        holder
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let mut second = RawConn::connect(proxy.addr).await;
+    second
+        .send(b"POST /api/v2/brands HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n")
+        .await;
+    let response = second.read_response(false).await.expect("an answer");
+    assert_eq!(response.status, 503);
+    assert_eq!(response.header("retry-after"), Some("1"));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let _ = trickle.await;
+    assert_eq!(sim.sim.stats(false).calls, 0);
+}
+
+/// At a full queue the throttle answer says when the calls ahead could all have gone, not a
+/// token second.
+#[tokio::test]
+async fn a_full_queue_tells_the_real_wait() {
+    let sim = start_sim().await;
+    let proxy = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[
+            ("budget.limit", "1"),
+            ("budget.window", "6s"),
+            ("budget.reserve_writes", "0"),
+            ("budget.max_wait", "30s"),
+            ("budget.max_queue", "1"),
+        ],
+    ))
+    .await;
+    let http = Http::default();
+    let url = format!("{}/api/v2/time", proxy.url());
+    assert_eq!(http.get(&url).await.status, 200);
+    let waiting = {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move { http.get(&url).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = http.get(&url).await;
+    assert_eq!(refused.status, 509);
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((10..=14).contains(&retry), "Retry-After {retry}");
+    waiting.abort();
 }

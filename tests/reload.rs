@@ -302,3 +302,49 @@ async fn sighup_reloads_the_binary() {
         200
     );
 }
+
+/// A reload is judged against the listener that is running: on a listener reachable beyond
+/// this host, a file that drops every `[[clients]]` (while its `listen.addr`, which only a
+/// restart applies, says loopback) is refused, and anonymous calls stay refused.
+#[tokio::test]
+async fn a_reload_never_opens_the_running_listener() {
+    let sim = start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bcproxy.toml");
+    let with_clients = config(&sim.url(), "erp", 100, "").replace("127.0.0.1:0", "0.0.0.0:0");
+    std::fs::write(&path, &with_clients).unwrap();
+    let settings = Settings::load(&sources(&path)).unwrap();
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let proxy =
+        bcproxy::app::RunningProxy::start_with(settings, listener, None, Some(sources(&path)))
+            .await
+            .unwrap();
+    let url = format!("http://127.0.0.1:{port}/api/v2/time");
+    let http = Http::default();
+    assert_eq!(http.get(&url).await.status, 401);
+
+    let open = with_clients
+        .replace("0.0.0.0:0", "127.0.0.1:0")
+        .split("[[clients]]")
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(&path, open).unwrap();
+    let error = proxy.reloader().unwrap().reload().unwrap_err();
+    assert!(
+        error.to_string().contains("listen.allow_anonymous"),
+        "{error}"
+    );
+    assert_eq!(
+        http.get(&url).await.status,
+        401,
+        "the running listener was opened"
+    );
+    assert_eq!(
+        http.get_with(&url, &[("authorization", &basic("erp"))])
+            .await
+            .status,
+        200
+    );
+}

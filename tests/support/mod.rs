@@ -329,6 +329,26 @@ impl RawConn {
         )
     }
 
+    /// True when the peer closes the connection within `within`, whatever it sends first.
+    pub async fn ends_within(&mut self, within: Duration) -> bool {
+        let mut chunk = [0u8; 4096];
+        tokio::time::timeout(within, async {
+            loop {
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Writes `bytes`, returning whether the peer took them all.
+    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).await.is_ok()
+    }
+
     async fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 16 * 1024];
         match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk)).await {
