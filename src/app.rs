@@ -140,6 +140,10 @@ impl App {
         let addr = listener
             .local_addr()
             .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let sighup = reloader.map(|reloader| {
+            *lock(&reloader.inner.listening) = listener.local_addr().ok();
+            reload_on_sighup(reloader)
+        });
         let url = settings.upstream_url();
         tracing::info!(
             version = VERSION,
@@ -187,9 +191,8 @@ impl App {
             parts.status.clone(),
             settings.log.summary_every,
         ))];
-        if let Some(reloader) = reloader {
-            *lock(&reloader.inner.listening) = listener.local_addr().ok();
-            background.push(tokio::spawn(reload_on_sighup(reloader)));
+        if let Some(sighup) = sighup {
+            background.push(tokio::spawn(sighup));
         }
         let (admin_stop, admin_stopped) = oneshot::channel::<()>();
         let admin_task = admin.map(|listener| {
@@ -310,20 +313,25 @@ pub enum ReloadError {
 }
 
 /// Reloads on every SIGHUP, logging a `config` event either way.
-async fn reload_on_sighup(reloader: Reloader) {
+fn reload_on_sighup(reloader: Reloader) -> impl Future<Output = ()> {
+    // The handler is in place before this returns (before the start event), so a SIGHUP
+    // right after start reloads instead of ending the process.
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("config: SIGHUP cannot be caught; reload is off");
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            apply_reload(&reloader);
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let Ok(mut hangups) = hangups else {
+                tracing::warn!("config: SIGHUP cannot be caught; reload is off");
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                apply_reload(&reloader);
+            }
         }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await;
     }
-    #[cfg(not(unix))]
-    std::future::pending::<()>().await;
 }
 
 /// Reloads and logs the outcome as a `config` event.

@@ -435,6 +435,150 @@ pub fn relay(body: Body, stall: Duration) -> Body {
     outlet.boxed()
 }
 
+/// Most bytes of a store answer gathered whole before it is handed over.
+pub const GATHER_LIMIT: usize = 256 * 1024;
+/// How long a store answer may take to be whole and still be gathered.
+pub const GATHER_PATIENCE: Duration = Duration::from_millis(20);
+
+/// What [`gather`] found.
+pub enum Gathered {
+    /// The whole answer, within the limit and the patience.
+    Whole(Bytes),
+    /// An answer too large or too slow to wait for: its first frames and the rest.
+    Streaming(Body),
+    /// The answer broke (bad framing, a short body) before it was whole: nothing of it should
+    /// be passed on as if it were an answer.
+    Broken(String),
+}
+
+/// Reads an answer whole when it is small and quick (most are: the store sends them with
+/// their head), so it can be handed over as bytes and the store's connection and budget slot
+/// freed at once; anything larger than `limit` or slower than `patience` comes back as a body
+/// that yields what was read and then the rest, to be streamed. Never waits longer than
+/// `patience` for the first byte of what it returns.
+pub async fn gather(mut body: Body, limit: usize, patience: Duration) -> Gathered {
+    if body.is_end_stream() {
+        return Gathered::Whole(Bytes::new());
+    }
+    if body.size_hint().lower() > limit as u64 {
+        return Gathered::Streaming(body);
+    }
+    let deadline = Instant::now() + patience;
+    let mut read: Vec<Frame<Bytes>> = Vec::new();
+    let mut len = 0usize;
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(None) => {
+                let mut whole = BytesMut::with_capacity(len);
+                for frame in read {
+                    if let Ok(data) = frame.into_data() {
+                        whole.extend_from_slice(&data);
+                    }
+                }
+                return Gathered::Whole(whole.freeze());
+            }
+            Ok(Some(Ok(frame))) => {
+                len += frame.data_ref().map_or(0, Bytes::len);
+                read.push(frame);
+                if len > limit {
+                    break;
+                }
+            }
+            Ok(Some(Err(e))) => return Gathered::Broken(e.to_string()),
+            Err(_) => break,
+        }
+    }
+    let size = body.size_hint();
+    Gathered::Streaming(Prefixed { read, rest: body }.with_size(size, len))
+}
+
+/// The app's body for a store answer: bytes when it was small and quick, else a relay;
+/// `Err` with why, when it broke before anything of it was passed on.
+pub async fn for_app(body: Body, stall: Duration) -> Result<Body, String> {
+    match gather(body, GATHER_LIMIT, GATHER_PATIENCE).await {
+        Gathered::Whole(bytes) => Ok(full(bytes)),
+        Gathered::Streaming(body) => Ok(relay(body, stall)),
+        Gathered::Broken(why) => Err(why),
+    }
+}
+
+/// Frames already read, then the rest of the body.
+struct Prefixed {
+    read: Vec<Frame<Bytes>>,
+    rest: Body,
+}
+
+impl Prefixed {
+    /// Boxed, with the size the whole body had (`size`), `len` bytes of it already read.
+    fn with_size(self, size: SizeHint, len: usize) -> Body {
+        let mut whole = SizeHint::new();
+        whole.set_lower(size.lower() + len as u64);
+        if let Some(upper) = size.upper() {
+            whole.set_upper(upper + len as u64);
+        }
+        Sized(self.boxed(), whole).boxed()
+    }
+}
+
+impl HttpBody for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if !this.read.is_empty() {
+            return Poll::Ready(Some(Ok(this.read.remove(0))));
+        }
+        Pin::new(&mut this.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.rest.size_hint()
+    }
+}
+
+/// A body whose size hint is known better than the body itself knows it.
+struct Sized(Body, SizeHint);
+
+impl HttpBody for Sized {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.0).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+            let lower = this.1.lower().saturating_sub(n);
+            let upper = this.1.upper().map(|u| u.saturating_sub(n));
+            this.1 = SizeHint::new();
+            this.1.set_lower(lower);
+            if let Some(upper) = upper {
+                this.1.set_upper(upper);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.1
+    }
+}
+
 /// The store stopped sending a response body for longer than the upstream timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("the store stalled for {0:?} in the middle of a response body")]

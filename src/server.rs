@@ -398,19 +398,22 @@ impl Connection {
         let registry = self.registered.registry.clone();
         let mut closing: Option<Instant> = None;
         loop {
-            // The moment an idle h2 connection times out, or a closing one is dropped.
+            // When to look again: a closing connection is dropped at its deadline; an h2
+            // connection checks whether it has been idle for `header_timeout` (calls that end do
+            // not wake it: it counts from the last one's end when it looks).
             let deadline = match closing {
                 Some(at) => Some(at),
-                None if h2 && state.active.load(Ordering::Acquire) == 0 => {
-                    let idle_for = registry
-                        .now_ms()
-                        .saturating_sub(state.idle_since_ms.load(Ordering::Acquire));
-                    Some(
-                        Instant::now()
-                            + self
-                                .header_timeout
-                                .saturating_sub(Duration::from_millis(idle_for)),
-                    )
+                None if h2 => {
+                    let idle_for = match state.active.load(Ordering::Acquire) {
+                        0 => registry
+                            .now_ms()
+                            .saturating_sub(state.idle_since_ms.load(Ordering::Acquire)),
+                        _ => 0,
+                    };
+                    let left = self
+                        .header_timeout
+                        .saturating_sub(Duration::from_millis(idle_for));
+                    Some(Instant::now() + left.max(Duration::from_millis(10)))
                 }
                 None => None,
             };
@@ -524,10 +527,10 @@ impl Active {
 impl Drop for Active {
     fn drop(&mut self) {
         if self.conn.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // No wake-up: the connection's task looks at the time when its timer fires.
             self.conn
                 .idle_since_ms
                 .store(self.registry.now_ms(), Ordering::Release);
-            self.conn.nudge.notify_one();
         }
     }
 }

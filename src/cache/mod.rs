@@ -274,6 +274,11 @@ impl Cache {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
     }
 
+    /// The largest answer one entry may hold, in bytes.
+    pub fn max_entry(&self) -> usize {
+        self.max_entry as usize
+    }
+
     /// A copy of an answer as it streams, for an entry: at most one entry's worth, and the
     /// copies of every fetch in flight together at most that too.
     pub fn tap(&self) -> crate::body::Tap {

@@ -22,19 +22,19 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::Proxy;
-use crate::body::{self, Body, Inlet, Outlet, Relayed};
+use crate::body::{self, Body, Gathered, Inlet, Relayed};
 use crate::cache::flight::{self, Flight, Landing};
 use crate::cache::{self, Directive, Entry, Fetched, Key, Landed, Lookup, Outcome};
 use crate::call::{Call, Ctx, Trip};
 use crate::error::CallError;
 
 /// The head of the store's answer, streamed to the call that started the fetch.
-type Head = Result<(http::response::Parts, Outlet, Trip), CallError>;
+type Head = Result<(http::response::Parts, Body, Trip), CallError>;
 
 /// What a call gets from a shared fetch.
 enum Shared {
     /// The store's answer as it streams (the call that started the fetch).
-    Streamed(http::response::Parts, Outlet, Trip),
+    Streamed(http::response::Parts, Body, Trip),
     /// What the fetch landed.
     Landed(Landed),
 }
@@ -115,7 +115,7 @@ impl Proxy {
                 }
                 call.record.cache = outcome.as_str();
                 self.cache.counters.count(outcome);
-                return Ok(Response::from_parts(head, outlet.boxed()));
+                return Ok(Response::from_parts(head, outlet));
             }
             Shared::Landed(landed) => landed,
         };
@@ -147,7 +147,11 @@ impl Proxy {
                     .await;
                 call.absorb(&trip);
                 let stall = self.receive.gap;
-                result.map(|response| response.map(|b| body::relay(b, stall)))
+                let (head, answer) = result?.into_parts();
+                let answer = body::for_app(answer, stall)
+                    .await
+                    .map_err(super::broke_off)?;
+                Ok(Response::from_parts(head, answer))
             }
         }
     }
@@ -221,16 +225,46 @@ impl Proxy {
         if cacheable && !parts.headers.contains_key(ETAG) {
             parts.headers.insert(ETAG, cache::Cache::fetch_tag());
         }
+        // Most answers are small and come whole with their head: no relay for them.
+        let limit = body::GATHER_LIMIT.min(self.cache.max_entry());
+        let body = match body::gather(body, limit, body::GATHER_PATIENCE).await {
+            Gathered::Whole(bytes) => {
+                if let Some(head) = head {
+                    let _ = head.send(Ok((parts.clone(), body::full(bytes.clone()), trip.clone())));
+                }
+                let entry = self
+                    .store(&plan, &parts.headers, parts.status, &bytes, generation)
+                    .await;
+                landing.land(Landed::Fetched(Arc::new(Fetched {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: bytes,
+                    entry,
+                    trip,
+                })));
+                return;
+            }
+            Gathered::Streaming(body) => body,
+            Gathered::Broken(why) => {
+                let error = super::broke_off(why);
+                if let Some(head) = head {
+                    let _ = head.send(Err(error.clone()));
+                }
+                tracing::warn!(error = %error, "cache.fetch_failed");
+                landing.land(Landed::Failed(error));
+                return;
+            }
+        };
         let size = http_body::Body::size_hint(&body);
         let (inlet, outlet) = body::relay_pair(size, self.receive.gap);
-        let delivered =
-            head.is_some_and(|head| head.send(Ok((parts.clone(), outlet, trip.clone()))).is_ok());
+        let delivered = head.is_some_and(|head| {
+            head.send(Ok((parts.clone(), outlet.boxed(), trip.clone())))
+                .is_ok()
+        });
         let inlet = if delivered { inlet } else { Inlet::closed() };
         let mut tap = self.cache.tap();
         let landed = match body::pump(body, inlet, Some(&mut tap)).await {
-            Relayed::Broken(why) => Landed::Failed(CallError::BadGateway(format!(
-                "the store's answer broke off: {why}"
-            ))),
+            Relayed::Broken(why) => Landed::Failed(super::broke_off(why)),
             Relayed::Unread => Landed::TooLarge,
             Relayed::Complete => match tap.take() {
                 None => Landed::TooLarge,

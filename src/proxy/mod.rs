@@ -163,8 +163,11 @@ impl Proxy {
                 self.cache.invalidate(&family);
             }
         }
-        let stall = self.receive.gap;
-        result.map(|response| response.map(|b| body::relay(b, stall)))
+        let (head, answer) = result?.into_parts();
+        let answer = body::for_app(answer, self.receive.gap)
+            .await
+            .map_err(broke_off)?;
+        Ok(Response::from_parts(head, answer))
     }
 
     /// Stage 1: is this a call that may go to the store at all? Its head is checked, the app
@@ -345,6 +348,11 @@ impl Proxy {
         call.record.error = Some(message);
         response
     }
+}
+
+/// The error for a store answer that broke before any of it reached the app.
+fn broke_off(why: String) -> CallError {
+    CallError::BadGateway(format!("the store's answer broke off: {why}"))
 }
 
 /// False when a write's outcome shows the store did not apply it (a 4xx, a throttle, no
