@@ -293,11 +293,6 @@ pub struct Outlet {
     done: bool,
 }
 
-/// The app stopped reading an answer for longer than `listen.body_timeout`.
-#[derive(Debug, thiserror::Error)]
-#[error("the app read nothing of the answer for {0:?}; it was cut off")]
-pub struct Unread(pub Duration);
-
 impl HttpBody for Outlet {
     type Data = Bytes;
     type Error = BoxError;

@@ -345,7 +345,6 @@ impl Connection {
             conn: self.registered.conn.clone(),
             registry: self.registered.registry.clone(),
         };
-        let (h1, h2) = (&self.builders.0, &self.builders.1);
         let conn = self.registered.conn.clone();
         let handshake = async {
             match acceptor {
@@ -370,22 +369,35 @@ impl Connection {
             _ = self.stop.wait_for(|stop| *stop) => return Ok(()),
         };
         match io {
-            Io::Plain(tcp, true) => {
-                let c = h2.serve_connection(TokioIo::new(tcp), service);
-                self.drive(c, true).await
-            }
-            Io::Plain(tcp, false) => {
-                let c = h1.serve_connection(TokioIo::new(FramingGuard::new(tcp)), service);
-                self.drive(c, false).await
-            }
-            Io::Tls(tls, true) => {
-                let c = h2.serve_connection(TokioIo::new(tls), service);
-                self.drive(c, true).await
-            }
-            Io::Tls(tls, false) => {
-                let c = h1.serve_connection(TokioIo::new(FramingGuard::new(tls)), service);
-                self.drive(c, false).await
-            }
+            Io::Plain(tcp, h2) => self.speak(tcp, h2, service).await,
+            Io::Tls(tls, h2) => self.speak(*tls, h2, service).await,
+        }
+    }
+
+    /// Serves HTTP on a connection: h2, or HTTP/1.1 behind the framing guard.
+    async fn speak<IO, S, B>(
+        &mut self,
+        io: IO,
+        h2: bool,
+        service: Tracked<S>,
+    ) -> Result<(), hyper::Error>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let builders = self.builders.clone();
+        if h2 {
+            let conn = builders.1.serve_connection(TokioIo::new(io), service);
+            self.drive(conn, true).await
+        } else {
+            let conn = builders
+                .0
+                .serve_connection(TokioIo::new(FramingGuard::new(io)), service);
+            self.drive(conn, false).await
         }
     }
 

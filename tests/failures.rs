@@ -265,8 +265,37 @@ async fn connect_timeout_bounds_connecting() {
         }
         assert!(fillers.len() < 64, "the backlog never filled");
     }
+    let reply = call_with_connect_timeout(&format!("http://{addr}")).await;
+    assert!(
+        reply.json()[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{}",
+        reply.text()
+    );
+}
+
+/// A store that accepts the connection but never answers the TLS handshake costs
+/// `upstream.connect_timeout` per try too, not `upstream.timeout`.
+#[tokio::test]
+async fn connect_timeout_covers_the_tls_handshake() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp); // accepted, never a byte back
+        }
+    });
+    call_with_connect_timeout(&format!("https://{addr}")).await;
+}
+
+/// A GET through a proxy with a 300 ms connect timeout (and a 10 s response timeout) to
+/// `upstream`: it must be a 502 after the connect timeout (two tries), well before the other.
+async fn call_with_connect_timeout(upstream: &str) -> Reply {
     let proxy = start_proxy(settings(
-        &format!("http://{addr}"),
+        upstream,
         "",
         &[
             ("upstream.connect_timeout", "300ms"),
@@ -284,12 +313,5 @@ async fn connect_timeout_bounds_connecting() {
         took >= Duration::from_millis(300) && took < Duration::from_secs(3),
         "took {took:?}"
     );
-    assert!(
-        reply.json()[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("unreachable"),
-        "{}",
-        reply.text()
-    );
+    reply
 }

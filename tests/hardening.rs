@@ -181,31 +181,6 @@ async fn credentials_go_to_the_origin_only() {
     assert_eq!(sim.sim.stats(false).calls, 4);
 }
 
-/// The bytes of an h2 client with prior knowledge that opens the connection and then sends
-/// nothing: the preface and an empty SETTINGS frame.
-const H2_HELLO: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
-
-/// An h2 connection with no open stream is closed after `listen.header_timeout`, like an idle
-/// HTTP/1 keep-alive connection.
-#[tokio::test]
-async fn idle_h2_connections_are_closed() {
-    let sim = start_sim().await;
-    let proxy = start_proxy(settings(
-        &sim.url(),
-        "",
-        &[("listen.header_timeout", "300ms")],
-    ))
-    .await;
-    let mut conn = RawConn::connect(proxy.addr).await;
-    conn.send(H2_HELLO).await;
-    let started = std::time::Instant::now();
-    assert!(
-        conn.ends_within(Duration::from_secs(3)).await,
-        "an idle h2 connection stayed open"
-    );
-    assert!(started.elapsed() >= Duration::from_millis(250));
-}
-
 /// Connections that idle on the admin listener (more than it takes) cannot keep a health probe
 /// out: the newest connection takes the place of the one idle the longest.
 #[tokio::test]

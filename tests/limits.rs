@@ -277,9 +277,10 @@ async fn connections_beyond_the_limit() {
 }
 
 /// An idle keep-alive connection is closed after `listen.header_timeout` (it is waiting for the
-/// next request's headers).
+/// next request's headers), and so is an h2 connection with no open stream (it sent only its
+/// preface), whatever it answers meanwhile.
 #[tokio::test]
-async fn idle_keep_alive_connections_close_at_header_timeout() {
+async fn idle_connections_close_at_header_timeout() {
     let sim = start_sim().await;
     let proxy = start_proxy(settings(
         &sim.url(),
@@ -287,12 +288,18 @@ async fn idle_keep_alive_connections_close_at_header_timeout() {
         &[("listen.header_timeout", "300ms")],
     ))
     .await;
-    let mut conn = RawConn::connect(proxy.addr).await;
-    conn.send(b"GET /api/v2/time HTTP/1.1\r\nHost: x\r\n\r\n")
+    let mut h1 = RawConn::connect(proxy.addr).await;
+    h1.send(b"GET /api/v2/time HTTP/1.1\r\nHost: x\r\n\r\n")
         .await;
-    assert_eq!(conn.read_response(false).await.unwrap().status, 200);
+    assert_eq!(h1.read_response(false).await.unwrap().status, 200);
+    let mut h2 = RawConn::connect(proxy.addr).await;
+    h2.send(H2_HELLO).await;
     let started = Instant::now();
-    assert!(conn.closed_within(Duration::from_secs(3)).await);
+    assert!(h1.closed_within(Duration::from_secs(3)).await);
+    assert!(
+        h2.ends_within(Duration::from_secs(3)).await,
+        "an idle h2 connection stayed open"
+    );
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
 

@@ -221,6 +221,10 @@ pub async fn get_many(http: &Http, url: &str, n: usize) -> Vec<Reply> {
     replies
 }
 
+/// The bytes of an h2 client with prior knowledge that opens the connection and then sends
+/// nothing: the preface and an empty SETTINGS frame.
+pub const H2_HELLO: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
 /// One HTTP/1.1 connection driven by hand.
 pub struct RawConn {
     stream: TcpStream,
