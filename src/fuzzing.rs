@@ -8,8 +8,9 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 use crate::admit::check_path;
-use crate::cache::key::{Key, accepts_gzip, family};
+use crate::cache::key::{Key, accepts_gzip};
 use crate::cache::policy::{Policy, directive, response_ttl};
+use crate::cache::resource::named;
 use crate::config::{CacheRule, Settings, UpstreamUrl};
 use crate::dialect::{self, Dialect, Report};
 use crate::framing::scan;
@@ -27,8 +28,9 @@ pub const TARGETS: [(&str, Property); 5] = [
     ("store_headers", store_headers),
 ];
 
-/// Cache keys, families, TTL rules and cache directives for any request target and headers:
-/// no panic, a family is a prefix of the path, no TTL beyond the configured one.
+/// Cache keys, resource names, TTL rules and cache directives for any request target and
+/// headers: no panic, a resource's collection is a segment of its path, no TTL beyond the
+/// configured one.
 pub fn cache_key(data: &[u8]) {
     let mut parts = data.splitn(4, |b| *b == b'\n');
     let target = parts.next().unwrap_or_default();
@@ -48,11 +50,13 @@ pub fn cache_key(data: &[u8]) {
         return;
     };
     let key = Key::of(&uri, &headers);
-    let fam = family(key.path());
-    assert!(
-        fam.len() <= key.path().len() + 1,
-        "a family is a prefix of the path: {fam:?}"
-    );
+    if let Some(named) = named(key.path()) {
+        let collection = named.collection().trim_start_matches('/');
+        assert!(
+            key.path().split('/').any(|s| s.starts_with(collection)),
+            "the collection is a segment of the path: {named:?}"
+        );
+    }
     let policy = Policy::new(
         Duration::from_secs(60),
         Duration::from_secs(3600),

@@ -187,8 +187,9 @@ async fn the_first_caller_leaving_does_not_fail_the_others() {
     );
 }
 
-/// A successful write drops every cached GET of its family: lists, items, counts and
-/// sub-resources, after a PUT, a POST and a DELETE; other families stay.
+/// A successful write drops what it changed: a PUT or DELETE of a product (or a write under
+/// it) that product, its sub-resources and the product lists and count; a POST to the
+/// collection its lists and count; other products and other collections stay.
 #[tokio::test]
 async fn writes_refresh_lists_items_and_counts() {
     let sim = start_sim().await;
@@ -236,7 +237,7 @@ async fn writes_refresh_lists_items_and_counts() {
     assert_eq!(
         after_put,
         ["MISS", "MISS", "MISS", "HIT"],
-        "a PUT left old answers in the family"
+        "a PUT left old answers of the product, its list or count"
     );
     assert_eq!(http.get(&urls[1]).await.json()["name"], "Renamed Ölflasche");
     let list = http.get(&urls[0]).await.json();
@@ -257,7 +258,8 @@ async fn writes_refresh_lists_items_and_counts() {
     assert_eq!(post.status, 201);
     assert_eq!(
         warm(http.clone(), all.clone()).await,
-        ["MISS", "MISS", "MISS", "HIT"]
+        ["MISS", "HIT", "MISS", "HIT"],
+        "a POST to the collection drops its lists and counts only"
     );
     assert_eq!(http.get(&urls[2]).await.json()["count"], 61);
 
@@ -272,7 +274,7 @@ async fn writes_refresh_lists_items_and_counts() {
     assert_eq!(
         warm(http.clone(), all.clone()).await,
         ["MISS", "MISS", "MISS", "HIT"],
-        "a sub-resource write spared its family"
+        "a sub-resource write spared its product, or the lists"
     );
 
     let delete = http
@@ -285,7 +287,8 @@ async fn writes_refresh_lists_items_and_counts() {
     assert_eq!(delete.status, 204);
     assert_eq!(
         warm(http.clone(), all.clone()).await,
-        ["MISS", "MISS", "MISS", "HIT"]
+        ["MISS", "HIT", "MISS", "HIT"],
+        "deleting product 61 kept product 5"
     );
     assert_eq!(http.get(&urls[2]).await.json()["count"], 60);
 

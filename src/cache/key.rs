@@ -1,9 +1,7 @@
-//! Cache keys and resource families. Pure.
+//! Cache keys. Pure.
 //!
 //! A key is what makes two GETs the same answer: the path (suffix included) and query, the
-//! representation (JSON or XML) and whether the app accepts gzip. A family is what a write
-//! changes: everything under the collection written to, lists, counts and sub-resources
-//! included (`/api/v2/products/5/skus/3` belongs to `/api/v2/products`).
+//! representation (JSON or XML) and whether the app accepts gzip.
 
 use http::header::{ACCEPT, ACCEPT_ENCODING};
 use http::{HeaderMap, Uri};
@@ -65,70 +63,10 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
     star
 }
 
-/// The resource family of a path: the path up to the collection after the API version
-/// (`/api/v2/products`, `/stores/abc/v3/catalog/products`), suffix removed. Paths without a
-/// version segment use their first segment.
-pub fn family(path: &str) -> String {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let keep = match segments.iter().position(|s| *s == "v2" || *s == "v3") {
-        Some(v) => {
-            // v3 groups its collections (`catalog/products`); take the group and the collection.
-            let grouped = segments[v] == "v3" && segments.get(v + 1) == Some(&"catalog");
-            (v + if grouped { 3 } else { 2 }).min(segments.len())
-        }
-        None => 1.min(segments.len()),
-    };
-    let mut family = String::with_capacity(path.len());
-    for (i, segment) in segments[..keep].iter().enumerate() {
-        family.push('/');
-        let last = i + 1 == keep;
-        let segment = if last {
-            segment
-                .strip_suffix(".json")
-                .or_else(|| segment.strip_suffix(".xml"))
-                .unwrap_or(segment)
-        } else {
-            segment
-        };
-        family.push_str(segment);
-    }
-    family
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::headers::test_map as headers;
-
-    #[test]
-    fn families_cover_lists_counts_and_sub_resources() {
-        for path in [
-            "/api/v2/products",
-            "/api/v2/products.json",
-            "/api/v2/products/5",
-            "/api/v2/products/5.xml",
-            "/api/v2/products/count",
-            "/api/v2/products/5/skus/3",
-        ] {
-            assert_eq!(family(path), "/api/v2/products", "{path}");
-        }
-        assert_eq!(
-            family("/stores/abc/v3/catalog/products/5/variants"),
-            "/stores/abc/v3/catalog/products"
-        );
-        assert_eq!(family("/v3/catalog/brands"), "/v3/catalog/brands");
-        assert_eq!(
-            family("/stores/abc/v3/customers/9"),
-            "/stores/abc/v3/customers"
-        );
-        assert_eq!(
-            family("/stores/abc/v2/orders/1/shipments"),
-            "/stores/abc/v2/orders"
-        );
-        assert_eq!(family("/api/v2/orders"), "/api/v2/orders");
-        assert_ne!(family("/api/v2/orders"), family("/api/v2/products"));
-        assert_eq!(family("/other/thing"), "/other");
-    }
 
     #[test]
     fn keys_keep_representations_and_codings_apart() {

@@ -1,21 +1,22 @@
 //! The GET cache: answers held in memory (moka, weighed by body and header bytes), fresh for
-//! their TTL and then stale for `cache.stale`, dropped by family when a write succeeds.
+//! their TTL and then stale for `cache.stale`, dropped per resource when something changes.
 //!
-//! - `key`: what makes two GETs the same answer, and which family a path belongs to;
+//! - `key`: what makes two GETs the same answer;
+//! - `resource`: what a path names (one name under every path form), the tags an answer
+//!   depends on, and what a change drops (writes, couplings, webhooks, purges);
+//! - `tracking`: the entries by tag and the drops, so a fetch that began before a drop is never
+//!   stored after it;
 //! - `policy`: TTLs (`cache.ttl`, built-in rules, `[[cache.rules]]`, `Cache-Control`);
 //! - `flight`: coalescing of concurrent identical misses (the cache owns the flights).
-//!
-//! Writes bump their family's generation; an entry is only served while its generation is
-//! current, and an answer is only stored if the generation did not move while it was being
-//! fetched, so a GET that was in flight across a write can never put the old answer back.
 
 pub mod flight;
 pub mod key;
 pub mod policy;
+pub mod resource;
+pub mod tracking;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -24,8 +25,9 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-pub use key::{Key, family};
+pub use key::Key;
 pub use policy::{Directive, Policy};
+pub use resource::{Couplings, Drops, Tag};
 
 use crate::call::Trip;
 use crate::config;
@@ -106,8 +108,12 @@ pub struct Entry {
     pub etag: HeaderValue,
     /// The store's `Last-Modified`, if it sent one.
     pub last_modified: Option<SystemTime>,
-    family: Arc<str>,
-    generation: u64,
+    /// What it depends on: its collection, and its member or the collection's listing.
+    tags: [Tag; 2],
+    /// The drop sequence when its fetch began.
+    mark: u64,
+    /// Set when a change dropped it (it is never served again).
+    dropped: AtomicBool,
     weight: u32,
 }
 
@@ -190,15 +196,24 @@ pub struct Cache {
     /// Bytes being copied from answers in flight, in KiB: at most one entry's worth in all.
     taps: Arc<tokio::sync::Semaphore>,
     policy: RwLock<Arc<Policy>>,
+    couplings: RwLock<Arc<Couplings>>,
+    tracking: Arc<tracking::Tracking>,
     enabled: bool,
     max_entry: u64,
-    generations: Mutex<HashMap<String, u64>>,
     /// Answers by outcome.
     pub counters: Counters,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) {
+    *lock
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
 }
 
 /// Per-entry lifetime: TTL plus stale.
@@ -226,14 +241,18 @@ impl moka::Expiry<Key, Arc<Entry>> for Lifetime {
 }
 
 impl Cache {
-    /// The cache for the `[cache]` section.
+    /// The cache for a validated `[cache]` section.
     pub fn new(c: &config::Cache) -> Cache {
         let max_size = c.max_size.as_u64();
+        let tracking = Arc::new(tracking::Tracking::default());
+        let forget = tracking.clone();
         let entries = moka::future::Cache::builder()
             .max_capacity(max_size)
             .weigher(|_: &Key, entry: &Arc<Entry>| entry.weight)
             .expire_after(Lifetime)
-            .support_invalidation_closures()
+            .eviction_listener(move |key: Arc<Key>, entry: Arc<Entry>, _| {
+                forget.forget(&key, &entry)
+            })
             .build();
         let max_entry = (max_size / 4).min(u32::MAX as u64);
         Cache {
@@ -243,10 +262,11 @@ impl Cache {
                 max_entry.div_ceil(1024) as usize
             )),
             policy: RwLock::new(Arc::new(Policy::new(c.ttl, c.stale, &c.rules))),
+            couplings: RwLock::new(Arc::new(c.couplings().unwrap_or_default())),
+            tracking,
             enabled: c.enabled && max_size > 0,
             // One answer may not take more than a quarter of the cache.
             max_entry,
-            generations: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         }
     }
@@ -258,20 +278,23 @@ impl Cache {
 
     /// The TTL rules.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        read(&self.policy)
     }
 
-    /// Takes new TTL rules (`cache.ttl`, `cache.stale`, `[[cache.rules]]`) from a reload.
-    /// Entries already stored keep the lifetime they were given.
+    /// The couplings between collections.
+    pub fn couplings(&self) -> Arc<Couplings> {
+        read(&self.couplings)
+    }
+
+    /// Takes new rules (`cache.ttl`, `cache.stale`, `[[cache.rules]]`,
+    /// `[[cache.couplings]]`) from a validated reload. Entries already stored keep the lifetime
+    /// they were given.
     pub fn set_policy(&self, c: &config::Cache) {
-        let policy = Arc::new(Policy::new(c.ttl, c.stale, &c.rules));
-        *self
-            .policy
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+        write(
+            &self.policy,
+            Arc::new(Policy::new(c.ttl, c.stale, &c.rules)),
+        );
+        write(&self.couplings, Arc::new(c.couplings().unwrap_or_default()));
     }
 
     /// The largest answer one entry may hold, in bytes.
@@ -295,17 +318,17 @@ impl Cache {
         (self.entries.entry_count(), self.entries.weighted_size())
     }
 
-    /// The current generation of a family.
-    pub fn generation(&self, family: &str) -> u64 {
-        lock(&self.generations).get(family).copied().unwrap_or(0)
+    /// The mark a fetch notes when it begins (see [`Cache::entry`]).
+    pub fn mark(&self) -> u64 {
+        self.tracking.mark()
     }
 
-    /// Finds a usable entry: fresh, stale, or none (expired, or written to since).
+    /// Finds a usable entry: fresh, stale, or none (expired, or dropped by a change).
     pub async fn lookup(&self, key: &Key, now: Instant) -> Lookup {
         let Some(entry) = self.entries.get(key).await else {
             return Lookup::Miss;
         };
-        if entry.generation != self.generation(&entry.family) {
+        if entry.dropped.load(Ordering::Acquire) {
             return Lookup::Miss;
         }
         if now < entry.fresh_until {
@@ -327,15 +350,16 @@ impl Cache {
         HeaderValue::try_from(format!("\"bc-{hex}\"")).unwrap_or(HeaderValue::from_static("\"bc\""))
     }
 
-    /// Makes an entry of a store's 200 answer, fresh for `ttl`; `None` when it is too big.
-    /// Without an `ETag` from the store, the entry gets one over its body.
+    /// Makes an entry of a store's 200 answer, fresh for `ttl`, whose fetch began at `mark`;
+    /// `None` when it is too big. Without an `ETag` from the store, the entry gets one over its
+    /// body.
     pub fn entry(
         &self,
         key: &Key,
         mut headers: HeaderMap,
         body: Bytes,
         ttl: Duration,
-        generation: u64,
+        mark: u64,
         now: Instant,
     ) -> Option<Arc<Entry>> {
         for name in BUDGET_HEADERS {
@@ -372,36 +396,43 @@ impl Cache {
             stale_until: now + ttl + self.policy().stale(),
             etag,
             last_modified,
-            family: family(key.path()).into(),
-            generation,
+            tags: resource::named(key.path()).map_or_else(
+                || [Tag::All("/".into()), Tag::Listing("/".into())],
+                |named| named.tags(),
+            ),
+            mark,
+            dropped: AtomicBool::new(false),
             weight: weight as u32,
         }))
     }
 
-    /// Stores an entry, unless its family was written to since the fetch began (then the
-    /// answer may predate the write). True when stored.
+    /// Stores an entry, unless one of its tags was dropped since its fetch began (then the
+    /// answer may predate the change). True when stored.
     pub async fn insert(&self, key: Key, entry: Arc<Entry>) -> bool {
-        if entry.generation != self.generation(&entry.family) {
+        if !self.tracking.admit(&key, &entry) {
             return false;
         }
         self.entries.insert(key, entry).await;
         true
     }
 
-    /// Drops every entry of a family (a write to it may have changed any of them).
-    pub fn invalidate(&self, family: &str) {
-        let generation = {
-            let mut generations = lock(&self.generations);
-            let g = generations.entry(family.to_string()).or_insert(0);
-            *g += 1;
-            *g
-        };
-        tracing::debug!(family, generation, "cache.invalidated");
-        let family: Arc<str> = family.into();
-        // Correctness comes from the generation; this frees the memory.
-        let _ = self.entries.invalidate_entries_if(move |_, entry| {
-            entry.family == family && entry.generation < generation
-        });
+    /// What a write to `path` with `method` drops when it may have changed the store.
+    pub fn drops_for_write(&self, method: &http::Method, path: &str) -> Drops {
+        resource::after_write(method, path, &self.couplings())
+    }
+
+    /// Applies a change: the entries it touches are never served again and are removed; a
+    /// fetch that began before it is never stored. Returns how many entries went.
+    pub async fn apply(&self, drops: &Drops) -> usize {
+        if drops.is_empty() {
+            return 0;
+        }
+        let keys = self.tracking.apply(drops, self.policy().longest());
+        for key in &keys {
+            self.entries.invalidate(key).await;
+        }
+        tracing::debug!(?drops, entries = keys.len(), "cache.dropped");
+        keys.len()
     }
 
     /// Entries and their weight in bytes (after pending maintenance).
@@ -443,7 +474,7 @@ mod tests {
                 HeaderMap::new(),
                 Bytes::from_static(b"{}"),
                 Duration::from_secs(60),
-                0,
+                cache.mark(),
                 now,
             )
             .unwrap();
@@ -460,33 +491,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_write_drops_the_family_and_refuses_answers_fetched_before_it() {
+    async fn a_change_drops_what_it_names_and_refuses_answers_fetched_before_it() {
         let cache = Cache::new(&settings("1MiB"));
         let now = Instant::now();
-        let (list, item, other) = (
+        let before = cache.mark();
+        let (list, item, sku, other, brand) = (
             key("/api/v2/products?page=1"),
+            key("/api/v2/products/5.json"),
             key("/api/v2/products/5/skus"),
+            key("/api/v2/products/7"),
             key("/api/v2/brands/1"),
         );
-        for k in [&list, &item, &other] {
+        for k in [&list, &item, &sku, &other, &brand] {
             let e = cache
                 .entry(
                     k,
                     HeaderMap::new(),
                     Bytes::from_static(b"[]"),
                     Duration::from_secs(60),
-                    0,
+                    cache.mark(),
                     now,
                 )
                 .unwrap();
-            cache.insert(k.clone(), e).await;
+            assert!(cache.insert(k.clone(), e).await);
         }
-        let before = cache.generation("/api/v2/products");
-        cache.invalidate("/api/v2/products");
+        let put = cache.drops_for_write(&http::Method::PUT, "/stores/h/v3/catalog/products/5");
+        assert_eq!(
+            cache.apply(&put).await,
+            3,
+            "the item, its sub-resource and the list"
+        );
         assert!(matches!(cache.lookup(&list, now).await, Lookup::Miss));
         assert!(matches!(cache.lookup(&item, now).await, Lookup::Miss));
+        assert!(matches!(cache.lookup(&sku, now).await, Lookup::Miss));
         assert!(matches!(cache.lookup(&other, now).await, Lookup::Fresh(_)));
-        // An answer whose fetch began before the write is not stored.
+        assert!(matches!(cache.lookup(&brand, now).await, Lookup::Fresh(_)));
+        assert_eq!(cache.apply(&put).await, 0, "nothing is dropped twice");
+        // An answer whose fetch began before the change is not stored.
         let late = cache
             .entry(
                 &list,
@@ -499,6 +540,12 @@ mod tests {
             .unwrap();
         assert!(!cache.insert(list.clone(), late).await);
         assert!(matches!(cache.lookup(&list, now).await, Lookup::Miss));
+        // A bulk write drops the whole collection; a purge of `/` everything.
+        let bulk = cache.drops_for_write(&http::Method::DELETE, "/api/v2/products");
+        assert_eq!(cache.apply(&bulk).await, 1);
+        assert!(matches!(cache.lookup(&other, now).await, Lookup::Miss));
+        assert_eq!(cache.apply(&Drops::named("/", &cache.couplings())).await, 1);
+        assert!(matches!(cache.lookup(&brand, now).await, Lookup::Miss));
     }
 
     #[tokio::test]
@@ -512,7 +559,7 @@ mod tests {
                 HeaderMap::new(),
                 Bytes::from_static(b"{\"id\":1}"),
                 Duration::from_secs(60),
-                0,
+                cache.mark(),
                 now,
             )
             .unwrap();
@@ -537,7 +584,7 @@ mod tests {
                 stored,
                 Bytes::from_static(b"{}"),
                 Duration::from_secs(60),
-                0,
+                cache.mark(),
                 now,
             )
             .unwrap();
@@ -566,7 +613,7 @@ mod tests {
                     HeaderMap::new(),
                     Bytes::from(vec![b'x'; 1000]),
                     Duration::from_secs(60),
-                    0,
+                    cache.mark(),
                     now,
                 )
                 .unwrap();
@@ -581,7 +628,7 @@ mod tests {
                     HeaderMap::new(),
                     Bytes::from(vec![0; 17 * 1024]),
                     Duration::from_secs(1),
-                    0,
+                    cache.mark(),
                     now
                 )
                 .is_none()

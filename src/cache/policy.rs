@@ -37,6 +37,16 @@ impl Policy {
         self.stale
     }
 
+    /// The longest any entry lives (the largest TTL of any rule, plus `stale`).
+    pub fn longest(&self) -> Duration {
+        let ttl = self
+            .rules
+            .iter()
+            .map(|(_, ttl)| *ttl)
+            .fold(self.ttl, Duration::max);
+        ttl + self.stale
+    }
+
     /// The TTL for a path: the longest matching `[[cache.rules]]` prefix, else the built-in
     /// rules (`/time` never; counts and orders short), else `cache.ttl`. Zero means never cached.
     pub fn ttl_for(&self, path: &str) -> Duration {

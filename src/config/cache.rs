@@ -26,6 +26,8 @@ pub struct Cache {
     pub stale: Duration,
     /// Per path-prefix TTL overrides; the longest prefix wins.
     pub rules: Vec<CacheRule>,
+    /// Collections whose change drops other collections too (beside the built-in ones).
+    pub couplings: Vec<Coupling>,
 }
 
 impl Default for Cache {
@@ -36,6 +38,7 @@ impl Default for Cache {
             ttl: Duration::from_secs(60),
             stale: Duration::from_secs(24 * 3600),
             rules: Vec::new(),
+            couplings: Vec::new(),
         }
     }
 }
@@ -51,7 +54,26 @@ pub struct CacheRule {
     pub ttl: Duration,
 }
 
+/// `[[cache.couplings]]`: a change in one collection drops whole other collections.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Coupling {
+    /// The collection whose change it is about (`/api/v2/orders`).
+    pub when: String,
+    /// The collections dropped with it (`["/api/v2/products"]`), under every path form.
+    pub drop: Vec<String>,
+}
+
 impl Cache {
+    /// The couplings in effect: the built-in ones and `[[cache.couplings]]`.
+    pub fn couplings(&self) -> Result<crate::cache::resource::Couplings, String> {
+        crate::cache::resource::Couplings::new(
+            self.couplings
+                .iter()
+                .map(|c| (c.when.as_str(), c.drop.as_slice())),
+        )
+    }
+
     /// Checks the section.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (i, rule) in self.rules.iter().enumerate() {
@@ -60,6 +82,16 @@ impl Cache {
                     format!("cache.rules[{i}].prefix"),
                     "must start with '/'",
                 ));
+            }
+        }
+        for (i, c) in self.couplings.iter().enumerate() {
+            if let Err(e) = crate::cache::resource::Couplings::new([(c.when.as_str(), &[][..])]) {
+                return Err(ConfigError::new(format!("cache.couplings[{i}].when"), e));
+            }
+            if let Err(e) =
+                crate::cache::resource::Couplings::new([("/api/v2/x", c.drop.as_slice())])
+            {
+                return Err(ConfigError::new(format!("cache.couplings[{i}].drop"), e));
             }
         }
         Ok(())

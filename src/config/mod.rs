@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use admin::Admin;
 pub use budget::Budget;
-pub use cache::{Cache, CacheRule};
+pub use cache::{Cache, CacheRule, Coupling};
 pub use clients::ClientEntry;
 pub use listen::Listen;
 pub use log::{Log, LogFormat};

@@ -23,6 +23,7 @@ pub const LIVE: &[&str] = &[
     "cache.ttl",
     "cache.stale",
     "cache.rules",
+    "cache.couplings",
     "clients",
     "log.level",
 ];
@@ -127,6 +128,9 @@ mod tests {
             [[cache.rules]]
             prefix = "/api/v2/orders"
             ttl = "5s"
+            [[cache.couplings]]
+            when = "/api/v2/orders"
+            drop = ["/api/v2/customers"]
             [[clients]]
             name = "erp"
             token_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"

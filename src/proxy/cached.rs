@@ -205,8 +205,7 @@ impl Proxy {
         landing: Landing<Landed>,
         head: Option<oneshot::Sender<Head>>,
     ) {
-        let family = cache::family(plan.key.path());
-        let generation = self.cache.generation(&family);
+        let mark = self.cache.mark();
         let mut trip = Trip::default();
         let request = Request::from_parts(parts, body::empty());
         let response = match self.forward(&mut trip, &ctx, request).await {
@@ -233,7 +232,7 @@ impl Proxy {
                     let _ = head.send(Ok((parts.clone(), body::full(bytes.clone()), trip.clone())));
                 }
                 let entry = self
-                    .store(&plan, &parts.headers, parts.status, &bytes, generation)
+                    .store(&plan, &parts.headers, parts.status, &bytes, mark)
                     .await;
                 landing.land(Landed::Fetched(Arc::new(Fetched {
                     status: parts.status,
@@ -270,7 +269,7 @@ impl Proxy {
                 None => Landed::TooLarge,
                 Some(bytes) => {
                     let entry = self
-                        .store(&plan, &parts.headers, parts.status, &bytes, generation)
+                        .store(&plan, &parts.headers, parts.status, &bytes, mark)
                         .await;
                     Landed::Fetched(Arc::new(Fetched {
                         status: parts.status,
@@ -295,7 +294,7 @@ impl Proxy {
         headers: &HeaderMap,
         status: StatusCode,
         body: &bytes::Bytes,
-        generation: u64,
+        mark: u64,
     ) -> Option<Arc<Entry>> {
         if status != StatusCode::OK {
             return None;
@@ -306,7 +305,7 @@ impl Proxy {
             headers.clone(),
             body.clone(),
             ttl,
-            generation,
+            mark,
             Instant::now(),
         )?;
         self.cache

@@ -34,7 +34,7 @@ use tracing::Instrument;
 
 use crate::body::{self, Body, BodyMemory, Receive, ReceiveError, Replay, ResponseBody};
 use crate::budget::{Budget, Class, Slot, Verdict};
-use crate::cache::{self, Cache, Outcome};
+use crate::cache::{Cache, Outcome};
 use crate::call::{Call, Ctx, RequestIds, Trip};
 use crate::clients::Clients;
 use crate::config::Settings;
@@ -154,13 +154,14 @@ impl Proxy {
             return self.cached(call, req, plan).await;
         }
         self.cache.counters.count(Outcome::Bypass);
-        let written = (call.ctx.class == Class::Write).then(|| cache::family(req.uri().path()));
+        let written = (call.ctx.class == Class::Write)
+            .then(|| self.cache.drops_for_write(req.method(), req.uri().path()));
         let mut trip = Trip::default();
         let result = self.forward(&mut trip, &call.ctx, req).await;
         call.absorb(&trip);
-        if let Some(family) = written {
+        if let Some(drops) = written {
             if may_have_changed_the_store(&result, self.dialect) {
-                self.cache.invalidate(&family);
+                self.cache.apply(&drops).await;
             }
         }
         let (head, answer) = result?.into_parts();
