@@ -1,14 +1,16 @@
-//! The admin listener (`admin.addr`, never the app port): `/healthz`, `/readyz`, `/metrics`,
-//! `/status`. Admin calls are not access-logged and spend no budget.
+//! The admin listener (`admin.addr`, never the app port): `GET /healthz`, `/readyz`,
+//! `/metrics`, `/status`; `POST /cache/purge`; and `POST /webhooks/bigcommerce` unless the
+//! webhooks have a listener of their own (`webhooks.addr`, serving only that path). Admin calls
+//! are not access-logged and spend no budget.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -16,32 +18,49 @@ use tokio::net::TcpListener;
 use crate::VERSION;
 use crate::server::{self, ServeOptions, Stopped};
 use crate::status::Status;
+use crate::webhooks::{self, Webhooks};
 
 /// How recent the store's last answer must be for `/readyz` not to probe it.
 pub const READY_WITHIN: Duration = Duration::from_secs(60);
+/// Where a purge is asked for.
+pub const PURGE_PATH: &str = "/cache/purge";
+/// Largest admin request body.
+const MAX_BODY: usize = 64 * 1024;
 
-/// Serves the admin endpoints until `shutdown` completes.
-pub async fn serve(
-    listener: TcpListener,
-    status: Arc<Status>,
-    shutdown: impl Future<Output = ()>,
-) -> Stopped {
-    let options = ServeOptions {
-        name: "admin",
+/// What the admin listener serves.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// The proxy's status.
+    pub status: Arc<Status>,
+    /// The webhook endpoint, when this listener serves it.
+    pub webhooks: Option<Arc<Webhooks>>,
+}
+
+fn options(name: &'static str) -> ServeOptions {
+    ServeOptions {
+        name,
         header_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(1),
         max_connections: 64,
         tls: None,
         refusal: Bytes::new(),
-    };
+    }
+}
+
+/// Serves the admin endpoints until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    admin: Admin,
+    shutdown: impl Future<Output = ()>,
+) -> Stopped {
     server::serve(
         listener,
-        options,
+        options("admin"),
         move |_conn| {
-            let status = status.clone();
+            let admin = admin.clone();
             hyper::service::service_fn(move |req| {
-                let status = status.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&status, req).await) }
+                let admin = admin.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&admin, req).await) }
             })
         },
         shutdown,
@@ -49,17 +68,42 @@ pub async fn serve(
     .await
 }
 
-async fn answer(status: &Status, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "only GET\n".into(),
-        );
-    }
-    match req.uri().path() {
-        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" => {
+/// Serves only the webhook path (`webhooks.addr`), for an ingress to expose without the rest.
+pub async fn serve_webhooks(
+    listener: TcpListener,
+    webhooks: Arc<Webhooks>,
+    shutdown: impl Future<Output = ()>,
+) -> Stopped {
+    server::serve(
+        listener,
+        options("webhooks"),
+        move |_conn| {
+            let webhooks = webhooks.clone();
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                let webhooks = webhooks.clone();
+                async move {
+                    let response = if req.uri().path() != webhooks::PATH {
+                        not_found("this listener serves only POST /webhooks/bigcommerce\n")
+                    } else if req.method() != Method::POST {
+                        not_allowed("POST")
+                    } else {
+                        deliver(&webhooks, req).await
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            })
+        },
+        shutdown,
+    )
+    .await
+}
+
+async fn answer(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let status = &admin.status;
+    let read = req.method() == Method::GET || req.method() == Method::HEAD;
+    match (req.uri().path(), read) {
+        ("/healthz", true) => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        ("/readyz", true) => {
             if status.store_reachable(READY_WITHIN).await {
                 reply(
                     StatusCode::OK,
@@ -75,22 +119,87 @@ async fn answer(status: &Status, req: Request<Incoming>) -> Response<Full<Bytes>
                 )
             }
         }
-        "/metrics" => reply(
+        ("/metrics", true) => reply(
             StatusCode::OK,
             crate::metrics::CONTENT_TYPE,
             status.metrics().render(status.snapshot()),
         ),
-        "/status" => reply(
+        ("/status", true) => reply(
             StatusCode::OK,
             "application/json",
             status_json(status).to_string(),
         ),
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found: try /healthz, /readyz, /metrics or /status\n".into(),
+        ("/healthz" | "/readyz" | "/metrics" | "/status", false) => not_allowed("GET, HEAD"),
+        (PURGE_PATH, _) if req.method() == Method::POST => purge(status, req).await,
+        (PURGE_PATH, _) => not_allowed("POST"),
+        (webhooks::PATH, _) => match &admin.webhooks {
+            Some(webhooks) if req.method() == Method::POST => deliver(webhooks, req).await,
+            Some(_) => not_allowed("POST"),
+            None => not_found(
+                "webhooks are off here: set webhooks.secret_file or webhooks.header (or they have a listener of their own, webhooks.addr)\n",
+            ),
+        },
+        _ => not_found(
+            "not found: try GET /healthz, /readyz, /metrics or /status, or POST /cache/purge\n",
         ),
     }
+}
+
+async fn deliver(webhooks: &Webhooks, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let (status, answer) = webhooks.deliver(&parts.headers, body).await;
+    reply(status, "application/json", answer.to_string())
+}
+
+/// Drops what a path names (`?path=` or `{"path": …}`), as a write to it would; a collection
+/// whole, `/` everything.
+async fn purge(status: &Status, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let from_query = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("path="))
+            .map(str::to_string)
+    });
+    let body = tokio::time::timeout(
+        Duration::from_secs(10),
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await;
+    let from_body = match body {
+        Ok(Ok(collected)) => serde_json::from_slice::<serde_json::Value>(&collected.to_bytes())
+            .ok()
+            .and_then(|v| v.get("path")?.as_str().map(str::to_string)),
+        _ => None,
+    };
+    let Some(path) = from_query.or(from_body).filter(|p| p.starts_with('/')) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "application/json",
+            json!({"error": "name what to purge: ?path=/api/v2/products (a collection), /api/v2/products/5 (a resource), or / (everything)"}).to_string(),
+        );
+    };
+    let dropped = status.purge(&path).await;
+    tracing::info!(path = %path, dropped, "cache.purge");
+    reply(
+        StatusCode::OK,
+        "application/json",
+        json!({ "path": path, "dropped": dropped }).to_string(),
+    )
+}
+
+fn not_found(text: &str) -> Response<Full<Bytes>> {
+    reply(StatusCode::NOT_FOUND, "text/plain", text.to_string())
+}
+
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "text/plain",
+        format!("only {allow}\n"),
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 fn status_json(status: &Status) -> serde_json::Value {

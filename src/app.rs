@@ -21,6 +21,7 @@ use crate::server::{self, ServeOptions, Stopped};
 use crate::status::{Counts, Status};
 use crate::telemetry::LevelHandle;
 use crate::upstream::{Credential, Upstream, UpstreamError};
+use crate::webhooks::Webhooks;
 
 /// The proxy could not start serving.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,7 @@ pub struct App {
     proxy: Arc<Proxy>,
     parts: Shared,
     reloader: Option<Reloader>,
+    webhook_listener: Option<TcpListener>,
 }
 
 /// The parts a reload and the admin listener reach besides the proxy.
@@ -59,6 +61,7 @@ struct Shared {
     budget: Budget,
     cache: Arc<Cache>,
     status: Arc<Status>,
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 impl App {
@@ -68,17 +71,20 @@ impl App {
         let upstream = Arc::new(Upstream::new(&settings.upstream)?);
         let budget = budget::build(&settings);
         let cache = Arc::new(Cache::new(&settings.cache));
+        let webhooks = Webhooks::new(&settings.webhooks, cache.clone()).map(Arc::new);
         let status = Arc::new(Status::new(
             budget.clone(),
             cache.clone(),
             upstream.clone(),
             client_names(&settings),
+            webhooks.clone(),
         ));
         let shared = Shared {
             upstream,
             budget,
             cache,
             status,
+            webhooks,
         };
         let proxy = Arc::new(Proxy::new(
             &settings,
@@ -94,6 +100,7 @@ impl App {
             proxy,
             parts: shared,
             reloader: None,
+            webhook_listener: None,
         })
     }
 
@@ -118,6 +125,13 @@ impl App {
         &self.parts.status
     }
 
+    /// Serves the store's webhooks on a listener of their own (`webhooks.addr`) instead of the
+    /// admin listener.
+    pub fn webhook_listener(mut self, listener: TcpListener) -> App {
+        self.webhook_listener = Some(listener);
+        self
+    }
+
     /// The reload handle, when the app is reloadable.
     pub fn reloader(&self) -> Option<Reloader> {
         self.reloader.clone()
@@ -136,6 +150,7 @@ impl App {
             proxy,
             parts,
             reloader,
+            webhook_listener,
         } = self;
         let addr = listener
             .local_addr()
@@ -194,16 +209,33 @@ impl App {
         if let Some(sighup) = sighup {
             background.push(tokio::spawn(sighup));
         }
-        let (admin_stop, admin_stopped) = oneshot::channel::<()>();
-        let admin_task = admin.map(|listener| {
-            tokio::spawn(crate::admin::serve(
+        let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+        let stopped_signal = move || {
+            let mut rx = admin_stopped.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let mut side_tasks = Vec::new();
+        let own_webhooks = webhook_listener.is_some();
+        if let Some(listener) = admin {
+            let admin = crate::admin::Admin {
+                status: parts.status.clone(),
+                webhooks: parts.webhooks.clone().filter(|_| !own_webhooks),
+            };
+            side_tasks.push(tokio::spawn(crate::admin::serve(
                 listener,
-                parts.status.clone(),
-                async move {
-                    let _ = admin_stopped.await;
-                },
-            ))
-        });
+                admin,
+                stopped_signal(),
+            )));
+        }
+        if let (Some(listener), Some(webhooks)) = (webhook_listener, parts.webhooks.clone()) {
+            side_tasks.push(tokio::spawn(crate::admin::serve_webhooks(
+                listener,
+                webhooks,
+                stopped_signal(),
+            )));
+        }
         let stopped = server::serve(
             listener,
             options,
@@ -217,8 +249,8 @@ impl App {
             shutdown,
         )
         .await;
-        let _ = admin_stop.send(());
-        if let Some(task) = admin_task {
+        let _ = admin_stop.send(true);
+        for task in side_tasks {
             let _ = task.await;
         }
         for task in background {

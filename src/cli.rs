@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use base64::Engine;
 
-use crate::app::{self, App};
+use crate::app::App;
 use crate::config::{ConfigError, DEFAULT_PATH, Dialect, Settings, Sources};
 use crate::server::shutdown_signal;
 use crate::sim::{self, Sim, SimConfig};
@@ -118,6 +118,13 @@ struct SimArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Deliver signed store webhooks of every change to this URL (the proxy's
+    /// /webhooks/bigcommerce).
+    #[arg(long, requires = "webhook_secret")]
+    webhook_url: Option<String>,
+    /// The secret webhooks are signed with (Standard Webhooks; `whsec_…` is base64).
+    #[arg(long, requires = "webhook_url")]
+    webhook_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -205,6 +212,13 @@ fn check(args: ConfigArgs) -> Result<(), Failure> {
         path.display()
     );
     print!("{}", settings.to_redacted_toml());
+    if let Ok(couplings) = settings.cache.couplings() {
+        println!("\n# Effective cache couplings (built-in, then [[cache.couplings]]): a change in");
+        println!("# the first collection drops the others whole, under every path form.");
+        for rule in couplings.describe() {
+            println!("#   {rule}");
+        }
+    }
     Ok(())
 }
 
@@ -216,7 +230,14 @@ async fn run(args: ConfigArgs) -> Result<(), Failure> {
         Some(addr) => Some(bind(addr, "admin.addr").await?),
         None => None,
     };
-    let app = App::new(Arc::new(settings)).map_err(|e| Failure::Other(e.to_string()))?;
+    let webhooks = match settings.webhooks.addr {
+        Some(addr) => Some(bind(addr, "webhooks.addr").await?),
+        None => None,
+    };
+    let mut app = App::new(Arc::new(settings)).map_err(|e| Failure::Other(e.to_string()))?;
+    if let Some(listener) = webhooks {
+        app = app.webhook_listener(listener);
+    }
     app.reloadable(sources, Some(level))
         .serve(listener, admin, shutdown_signal())
         .await
@@ -313,6 +334,10 @@ async fn run_sim(args: SimArgs) -> Result<(), Failure> {
         store_hash: args.store_hash,
         seed: !args.empty,
         tls,
+        webhooks: args
+            .webhook_url
+            .zip(args.webhook_secret)
+            .map(|(url, secret)| sim::hooks::Target { url, secret }),
     };
     let log = crate::config::Log {
         level: "info,bcproxy::sim=debug".into(),
@@ -387,6 +412,25 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
     let proxy_addr = listener
         .local_addr()
         .map_err(|e| Failure::Other(e.to_string()))?;
+    let admin = TcpListener::bind(SocketAddr::new(args.listen.ip(), 0))
+        .await
+        .map_err(|e| Failure::Other(format!("cannot listen on {}: {e}", args.listen.ip())))?;
+    let admin_addr = admin
+        .local_addr()
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    // The store's webhooks come back to the proxy, signed with a throwaway secret.
+    let mut secret = [0u8; 24];
+    getrandom::getrandom(&mut secret).map_err(|e| Failure::Other(format!("no randomness: {e}")))?;
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let secret_file =
+        std::env::temp_dir().join(format!("bcproxy-demo-{}.secret", std::process::id()));
+    std::fs::write(&secret_file, &secret)
+        .map_err(|e| Failure::Other(format!("cannot write {}: {e}", secret_file.display())))?;
+    let _remove = RemoveOnDrop(secret_file.clone());
+    running_sim.sim.set_webhooks(Some(sim::hooks::Target {
+        url: format!("http://{admin_addr}{}", crate::webhooks::PATH),
+        secret,
+    }));
     let env = HashMap::from([
         ("BCPROXY__UPSTREAM__URL".to_string(), running_sim.url()),
         (
@@ -398,13 +442,19 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
             sim::DEFAULT_API_KEY.to_string(),
         ),
         ("BCPROXY__LISTEN__ADDR".to_string(), proxy_addr.to_string()),
+        ("BCPROXY__ADMIN__ADDR".to_string(), admin_addr.to_string()),
+        (
+            "BCPROXY__WEBHOOKS__SECRET_FILE".to_string(),
+            secret_file.display().to_string(),
+        ),
     ]);
     let settings = Settings::from_toml(DEMO_CONFIG, env)?;
     crate::telemetry::init(&settings.log).map_err(|e| Failure::Other(e.to_string()))?;
 
     let p = format!("http://{proxy_addr}");
+    let a = format!("http://{admin_addr}");
     eprintln!(
-        "\nbcproxy demo: the store simulator is at {sim}, the proxy at {p}.\n\
+        "\nbcproxy demo: the store simulator is at {sim}, the proxy at {p}, its admin at {a}.\n\
          The proxy adds the store's credentials; your calls need none. Try:\n\n\
          \x20 curl -s {p}/api/v2/products/3.json\n\
          \x20 curl -s -H 'Accept: application/xml' '{p}/api/v2/categories?limit=2'\n\
@@ -412,10 +462,31 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
          \x20      -d '{{\"name\":\"Démo ☕ mug\",\"price\":\"9.50\",\"type\":\"physical\"}}' {p}/api/v2/products\n\
          \x20 curl -s {p}/api/v2/products/count\n\
          \x20 curl -s {sim}/__sim/stats?log=false      # what the store saw\n\n\
+         A change made at the store directly (as the control panel would) reaches the proxy as a\n\
+         signed webhook, which drops the cached product (x-cache: MISS on the next GET):\n\n\
+         \x20 curl -s -u {user}:{key} -X PUT -H 'Content-Type: application/json' \\\n\
+         \x20      -d '{{\"name\":\"Changed in the control panel\"}}' {sim}/api/v2/products/3\n\
+         \x20 curl -si {p}/api/v2/products/3.json | grep -i x-cache\n\n\
+         The proxy's own view:\n\n\
+         \x20 curl -s {a}/status\n\
+         \x20 curl -s {a}/metrics\n\
+         \x20 curl -s -X POST '{a}/cache/purge?path=/api/v2/products'   # drop what a path names\n\n\
          Access log lines follow on stdout. Ctrl-C stops both.\n",
         sim = running_sim.url(),
+        user = sim::DEFAULT_USERNAME,
+        key = sim::DEFAULT_API_KEY,
     );
-    let result = app::run(Arc::new(settings), listener, shutdown_signal()).await;
+    let app = App::new(Arc::new(settings)).map_err(|e| Failure::Other(e.to_string()))?;
+    let result = app.serve(listener, Some(admin), shutdown_signal()).await;
     running_sim.stop().await;
     result.map(drop).map_err(|e| Failure::Other(e.to_string()))
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

@@ -24,7 +24,8 @@
 //! - [`error`]: how a call can fail, and the status each failure gets.
 //! - [`body`]: the body types that stream between app and store.
 //! - [`status`]: what the admin listener shows: one snapshot of the counters, readiness.
-//! - [`admin`]: the admin listener: health, readiness, metrics, status.
+//! - [`admin`]: the admin listener: health, readiness, metrics, status, purge.
+//! - [`webhooks`]: store webhooks that drop what changed outside the proxy.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`telemetry`]: log setup and the access event.
 //! - [`tls`]: PEM loading, server and client TLS configs.
@@ -57,6 +58,7 @@ pub mod status;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod webhooks;
 
 /// The crate's version, in the start event and `/status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -219,6 +219,18 @@ impl Collector for Snapshot {
             "Time since the proxy started",
             self.uptime.as_secs() as i64,
         )?;
+        if !self.webhooks.is_empty() {
+            let mut family = e.encode_descriptor(
+                "webhooks",
+                "Store webhook deliveries, by verdict",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (verdict, n) in &self.webhooks {
+                let labels = [("verdict", *verdict)];
+                ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
 }

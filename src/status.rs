@@ -14,6 +14,7 @@ use crate::cache::Cache;
 use crate::dialect::Dialect;
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
+use crate::webhooks::{Verdict, Webhooks};
 
 /// The shared status of a running proxy.
 #[derive(Debug)]
@@ -29,6 +30,7 @@ pub struct Status {
     budget: Budget,
     cache: Arc<Cache>,
     upstream: Arc<Upstream>,
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 /// Every figure at one moment, with named fields: what metrics, `/status` and the summary
@@ -45,6 +47,8 @@ pub struct Snapshot {
     pub cache_bytes: u64,
     /// Time since start.
     pub uptime: Duration,
+    /// Webhook deliveries by verdict (`accepted`, `duplicate`, …); empty when webhooks are off.
+    pub webhooks: Vec<(&'static str, u64)>,
 }
 
 /// Running totals since start.
@@ -108,6 +112,7 @@ impl Status {
         cache: Arc<Cache>,
         upstream: Arc<Upstream>,
         clients: Vec<String>,
+        webhooks: Option<Arc<Webhooks>>,
     ) -> Status {
         Status {
             started: Instant::now(),
@@ -120,6 +125,7 @@ impl Status {
             budget,
             cache,
             upstream,
+            webhooks,
         }
     }
 
@@ -200,6 +206,12 @@ impl Status {
         self.cache.enabled()
     }
 
+    /// Drops what `path` names from the cache, as a write to it would; how many entries went.
+    pub async fn purge(&self, path: &str) -> usize {
+        let drops = crate::cache::Drops::named(path, &self.cache.couplings());
+        self.cache.apply(&drops).await
+    }
+
     /// Every figure now (the cache's size without waiting for its pending maintenance).
     pub fn snapshot(&self) -> Snapshot {
         let (cache_entries, cache_bytes) = self.cache.size_now();
@@ -235,6 +247,17 @@ impl Status {
             cache_entries,
             cache_bytes,
             uptime: self.started.elapsed(),
+            webhooks: self
+                .webhooks
+                .as_ref()
+                .map(|w| {
+                    Verdict::ALL
+                        .iter()
+                        .zip(w.counts())
+                        .map(|(v, n)| (v.as_str(), n))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }

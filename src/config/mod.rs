@@ -14,6 +14,7 @@ mod log;
 pub mod reload;
 mod upstream;
 mod values;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ pub use clients::ClientEntry;
 pub use listen::Listen;
 pub use log::{Log, LogFormat};
 pub use upstream::{AuthMode, Upstream, UpstreamUrl};
+pub use webhooks::Webhooks;
 
 pub use crate::dialect::Dialect;
 
@@ -38,7 +40,7 @@ pub const ENV_SEPARATOR: &str = "__";
 pub const DEFAULT_PATH: &str = "config/bcproxy.toml";
 
 /// Keys whose values are secrets: an error about one names the key, never the value.
-pub const SECRET_KEYS: &[&str] = &["upstream.api_key"];
+pub const SECRET_KEYS: &[&str] = &["upstream.api_key", "webhooks.header"];
 
 /// A configuration that cannot be used, with the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +79,8 @@ pub struct Settings {
     pub log: Log,
     /// Health, readiness and metrics listener.
     pub admin: Admin,
+    /// Store webhooks that drop cached answers.
+    pub webhooks: Webhooks,
 }
 
 /// Where settings come from; tests inject the environment instead of reading the process's.
@@ -129,6 +133,7 @@ impl Settings {
             describe_serde_error(&key, &inner)
         })?;
         settings.upstream.resolve_secret()?;
+        settings.webhooks.resolve_secret()?;
         settings.validate()?;
         Ok(settings)
     }
@@ -153,11 +158,20 @@ impl Settings {
         self.cache.validate()?;
         clients::validate(&self.clients)?;
         self.log.validate()?;
+        self.webhooks.validate()?;
         if self.admin.addr == Some(self.listen.addr) {
             return Err(ConfigError::new(
                 "admin.addr",
                 "must differ from listen.addr (admin endpoints never share the app port)",
             ));
+        }
+        if let Some(addr) = self.webhooks.addr {
+            if addr == self.listen.addr || Some(addr) == self.admin.addr {
+                return Err(ConfigError::new(
+                    "webhooks.addr",
+                    "must differ from listen.addr and admin.addr",
+                ));
+            }
         }
         Ok(())
     }

@@ -51,6 +51,10 @@ pub const RESTART: &[&str] = &[
     "log.format",
     "log.summary_every",
     "admin.addr",
+    "webhooks.secret_file",
+    "webhooks.header",
+    "webhooks.max_age",
+    "webhooks.addr",
 ];
 
 /// The dotted keys whose values differ between two settings (arrays compare whole; the key
@@ -69,10 +73,20 @@ pub fn changed_keys(old: &Settings, new: &Settings) -> Vec<String> {
             changed.push(key);
         }
     }
-    if old.upstream.api_key != new.upstream.api_key
-        && !changed.iter().any(|k| k == "upstream.api_key")
-    {
-        changed.push("upstream.api_key".into());
+    // Secrets print redacted: compare them by value.
+    for (key, differs) in [
+        (
+            "upstream.api_key",
+            old.upstream.api_key != new.upstream.api_key,
+        ),
+        (
+            "webhooks.header",
+            old.webhooks.header != new.webhooks.header,
+        ),
+    ] {
+        if differs && !changed.iter().any(|k| k == key) {
+            changed.push(key.into());
+        }
     }
     changed
 }

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod format;
+pub mod hooks;
 pub mod quota;
 pub mod store;
 pub mod v3;
@@ -76,6 +77,8 @@ pub struct SimConfig {
     pub seed: bool,
     /// Serve HTTPS with this config.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Deliver signed webhooks of every change here.
+    pub webhooks: Option<hooks::Target>,
 }
 
 impl Default for SimConfig {
@@ -90,6 +93,7 @@ impl Default for SimConfig {
             store_hash: DEFAULT_STORE_HASH.into(),
             seed: true,
             tls: None,
+            webhooks: None,
         }
     }
 }
@@ -209,6 +213,7 @@ struct Inner {
     recorder: Mutex<Recorder>,
     faults: Mutex<VecDeque<Fault>>,
     extra_headers: Mutex<HeaderMap>,
+    hooks: hooks::Hooks,
     in_flight: AtomicU64,
     peak: AtomicU64,
     ids: AtomicU64,
@@ -275,6 +280,7 @@ impl Sim {
                 recorder: Mutex::new(Recorder::default()),
                 faults: Mutex::new(VecDeque::new()),
                 extra_headers: Mutex::new(HeaderMap::new()),
+                hooks: hooks::Hooks::new(config.webhooks.clone(), &config.store_hash),
                 in_flight: AtomicU64::new(0),
                 peak: AtomicU64::new(0),
                 ids: AtomicU64::new(0),
@@ -400,6 +406,16 @@ impl Sim {
     /// an empty map clears them.
     pub fn set_headers(&self, headers: HeaderMap) {
         *lock(&self.inner.extra_headers) = headers;
+    }
+
+    /// Delivers signed webhooks of every change to `target` from now on (`None`: stops).
+    pub fn set_webhooks(&self, target: Option<hooks::Target>) {
+        self.inner.hooks.set(target);
+    }
+
+    /// Webhook deliveries made so far.
+    pub fn webhooks_sent(&self) -> u64 {
+        self.inner.hooks.sent()
     }
 
     /// Changes the quota per window (a store changing plans).
@@ -611,11 +627,26 @@ impl Sim {
                     body: &body,
                     base_url: &base_url,
                 };
-                let mut store = lock(&inner.store);
-                match api {
-                    Api::V2 => api::answer(&mut store, shape, &call, now),
-                    Api::V3 => v3::answer(&mut store, &call, now),
+                let response = {
+                    let mut store = lock(&inner.store);
+                    match api {
+                        Api::V2 => api::answer(&mut store, shape, &call, now),
+                        Api::V3 => v3::answer(&mut store, &call, now),
+                    }
+                };
+                if parts.method != Method::GET && response.status().is_success() {
+                    let created = response
+                        .headers()
+                        .get(http::header::LOCATION)
+                        .and_then(|l| l.to_str().ok())
+                        .and_then(|l| l.rsplit('/').next())
+                        .map(str::to_string)
+                        .or_else(|| created_id(response.body()));
+                    inner
+                        .hooks
+                        .changed(&parts.method, resource, created.as_deref());
                 }
+                response
             }
             None => api::error(
                 shape,
@@ -804,6 +835,7 @@ impl Sim {
                         "PUT /__sim/latency": "{\"ms\": N}: latency added to every API call",
                         "PUT /__sim/quota": "{\"limit\": N}: change the quota per window (a plan change)",
                         "PUT /__sim/headers": "{\"Cache-Control\": \"no-store\"}: headers added to every API answer ({} clears)",
+                        "PUT /__sim/webhooks": "{\"url\": \"http://…/webhooks/bigcommerce\", \"secret\": \"…\"}: deliver signed webhooks of every change there ({} stops)",
                     }
                 }),
             ),
@@ -889,6 +921,28 @@ impl Sim {
                     ),
                 }
             }
+            (&Method::PUT | &Method::POST, "/__sim/webhooks") => {
+                let value = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+                let url = value.get("url").and_then(serde_json::Value::as_str);
+                let secret = value.get("secret").and_then(serde_json::Value::as_str);
+                match (url, secret) {
+                    (Some(url), Some(secret)) => {
+                        self.set_webhooks(Some(hooks::Target {
+                            url: url.into(),
+                            secret: secret.into(),
+                        }));
+                        control_answer(StatusCode::OK, json!({ "webhooks": url }))
+                    }
+                    (None, None) if value.is_object() => {
+                        self.set_webhooks(None);
+                        control_answer(StatusCode::OK, json!({ "webhooks": null }))
+                    }
+                    _ => control_answer(
+                        StatusCode::BAD_REQUEST,
+                        json!({ "error": "expected {\"url\": …, \"secret\": …} or {}" }),
+                    ),
+                }
+            }
             (&Method::PUT | &Method::POST, "/__sim/quota") => {
                 match serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
@@ -910,6 +964,13 @@ impl Sim {
             ),
         }
     }
+}
+
+/// The id a POST's answer carries (v3 wraps it in `data`).
+fn created_id(body: &Bytes) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let id = value.get("id").or_else(|| value.get("data")?.get("id"))?;
+    Some(id.to_string().trim_matches('"').to_string())
 }
 
 /// Which API a call is for.
