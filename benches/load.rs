@@ -12,6 +12,10 @@
 //! - **budget**: a store allowing 300 calls per 6 s and an app asking as fast as 16
 //!   connections go for 15 s over 20 products; how many of the app's GETs get a 200 and how
 //!   many a 509, direct and through the proxy (whose budget is the store's), cache off and on.
+//! - **writes**: the budget scenario with writes mixed in: a store allowing 300 calls per 6 s,
+//!   an app asking five times that (250 calls/s for 30 s, paced) over 20 hot products, one PUT
+//!   per 20 GETs; store calls per 100 app calls, the share of GETs answered 200, and the calls'
+//!   time p50/p99 (`BENCH_BASELINE_BIN` runs an older build first, in the same run).
 //! - **hardening** (not in the default set): the proxy's memory (RSS) under attack: an endless
 //!   cacheable answer read fast and read not at all, 2,000 idle h2 connections, 100 uploads
 //!   that trickle.
@@ -185,6 +189,10 @@ fn spawn(args: &[&str], envs: &[(&str, String)]) -> Child {
         Ok(other) if args.first() != Some(&"sim") => other,
         _ => BIN.to_string(),
     };
+    spawn_bin(&bin, args, envs)
+}
+
+fn spawn_bin(bin: &str, args: &[&str], envs: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(bin);
     cmd.args(args)
         .stdout(Stdio::null())
@@ -220,6 +228,11 @@ impl Process {
     }
 
     async fn proxy(sim: SocketAddr, extra: &str) -> Process {
+        Process::proxy_bin(None, sim, extra).await
+    }
+
+    /// A proxy of build `bin` (this one when `None`, or `BENCH_PROXY_BIN`).
+    async fn proxy_bin(bin: Option<&str>, sim: SocketAddr, extra: &str) -> Process {
         let addr = free_port();
         let config = std::env::temp_dir().join(format!(
             "bcproxy-bench-{}-{}.toml",
@@ -235,13 +248,24 @@ impl Process {
             ),
         )
         .expect("write config");
-        let mut child = spawn(
-            &["run", "--config", &config.display().to_string()],
-            &[(
-                "BCPROXY__UPSTREAM__API_KEY",
-                bcproxy::sim::DEFAULT_API_KEY.into(),
-            )],
-        );
+        let args = ["run", "--config", &config.display().to_string()];
+        let mut child = match bin {
+            Some(bin) => spawn_bin(
+                bin,
+                &args,
+                &[(
+                    "BCPROXY__UPSTREAM__API_KEY",
+                    bcproxy::sim::DEFAULT_API_KEY.into(),
+                )],
+            ),
+            None => spawn(
+                &args,
+                &[(
+                    "BCPROXY__UPSTREAM__API_KEY",
+                    bcproxy::sim::DEFAULT_API_KEY.into(),
+                )],
+            ),
+        };
         if !wait_for(addr).await {
             let mut err = String::new();
             if let Some(stderr) = child.stderr.take() {
@@ -288,26 +312,7 @@ impl Process {
 
 /// The simulator's count of 509s it sent, from its control API.
 async fn sim_throttled(sim: SocketAddr) -> u64 {
-    let stream = TcpStream::connect(sim).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    let req = Request::get("/__sim/stats?log=false")
-        .header("host", sim.to_string())
-        .body(Empty::<Bytes>::new())
-        .expect("request");
-    let body = sender
-        .send_request(req)
-        .await
-        .expect("stats")
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let stats: serde_json::Value = serde_json::from_slice(&body).expect("json");
-    stats["throttled"].as_u64().unwrap_or(0)
+    sim_stats(sim).await["throttled"].as_u64().unwrap_or(0)
 }
 
 async fn throughput() {
@@ -483,6 +488,139 @@ async fn cache() {
     sim.stop().await;
 }
 
+/// The simulator's stats, from its control API.
+async fn sim_stats(sim: SocketAddr) -> serde_json::Value {
+    let stream = TcpStream::connect(sim).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = Request::get("/__sim/stats?log=false")
+        .header("host", sim.to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let body = sender
+        .send_request(req)
+        .await
+        .expect("stats")
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    serde_json::from_slice(&body).expect("json")
+}
+
+/// `BENCH_BASELINE_BIN=path/to/older/bcproxy` runs the writes scenario against that build
+/// first, then this one, in the same run.
+async fn writes() {
+    let (limit, window, seconds, rate) = (300u64, "6s", 30u64, 250u64);
+    println!(
+        "\nwrites: the store allows {limit} calls per {window}; the app asks {rate} calls/s for {seconds}s (five times that) over 20 products, one PUT per 20 GETs"
+    );
+    println!(
+        "{:<28} {:>14} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "", "store/100 app", "GETs 200", "PUTs 2xx", "p50 ms", "p99 ms", "store 509s"
+    );
+    let baseline = std::env::var("BENCH_BASELINE_BIN").ok();
+    let mut builds: Vec<(String, Option<String>)> = Vec::new();
+    if let Some(bin) = baseline {
+        builds.push(("baseline".into(), Some(bin)));
+    }
+    builds.push(("this build".into(), None));
+    for (name, bin) in builds {
+        writes_with(&name, bin.as_deref(), limit, window, seconds, rate).await;
+    }
+}
+
+async fn writes_with(
+    name: &str,
+    bin: Option<&str>,
+    limit: u64,
+    window: &str,
+    seconds: u64,
+    rate: u64,
+) {
+    use http_body_util::Full;
+    let limit_text = limit.to_string();
+    let sim = Process::sim(&["--limit", &limit_text, "--window", window]).await;
+    let proxy = Process::proxy_bin(
+        bin,
+        sim.addr,
+        &format!(
+            "[budget]\nlimit = {limit}\nwindow = \"{window}\"\nmax_wait = \"2s\"\nreserve_writes = 10\n[cache]\nenabled = true\nttl = \"60s\""
+        ),
+    )
+    .await;
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    let mut calls = Vec::new();
+    for n in 0..seconds * rate {
+        tick.tick().await;
+        let client = client.clone();
+        let product = (n * 7919) % 20 + 1;
+        let write = n % 21 == 20;
+        let url = format!("http://{}/api/v2/products/{product}", proxy.addr);
+        calls.push(tokio::spawn(async move {
+            let req = if write {
+                Request::put(url)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(format!(
+                        "{{\"name\":\"Product {product} v{n}\"}}"
+                    ))))
+            } else {
+                Request::get(url).body(Full::new(Bytes::new()))
+            }
+            .expect("request");
+            let sent = Instant::now();
+            let status = match client.request(req).await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let _ = response.into_body().collect().await;
+                    status
+                }
+                Err(_) => 0,
+            };
+            (write, status, sent.elapsed())
+        }));
+    }
+    let (mut gets, mut gets_ok, mut puts, mut puts_ok, mut late) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut times = Vec::new();
+    for call in calls {
+        let (write, status, took) = call.await.expect("call");
+        if write {
+            puts += 1;
+            puts_ok += u64::from((200..300).contains(&status));
+        } else {
+            gets += 1;
+            gets_ok += u64::from(status == 200);
+        }
+        late += u64::from(took > Duration::from_millis(2500));
+        times.push(took.as_micros() as u64);
+    }
+    times.sort_unstable();
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+    let stats = sim_stats(sim.addr).await;
+    let store_calls = stats["calls"].as_u64().unwrap_or(0);
+    let app_calls = gets + puts;
+    println!(
+        "{name:<28} {:>14.1} {:>9.1}% {:>9.1}% {:>10.1} {:>10.1} {:>12}",
+        store_calls as f64 * 100.0 / app_calls as f64,
+        gets_ok as f64 * 100.0 / gets as f64,
+        puts_ok as f64 * 100.0 / puts.max(1) as f64,
+        pct(0.5),
+        pct(0.99),
+        stats["throttled"].as_u64().unwrap_or(0),
+    );
+    println!(
+        "  ({app_calls} app calls, {store_calls} store calls, {late} answered after max_wait + 0.5 s)"
+    );
+    proxy.stop().await;
+    sim.stop().await;
+}
+
 /// A store whose answer never ends: a chunked 200 of 64 KiB chunks, for every request.
 async fn endless_store() -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -615,6 +753,7 @@ async fn main() {
             "cache" => cache().await,
             "budget" => budget().await,
             "hardening" => hardening().await,
+            "writes" => writes().await,
             other => eprintln!("unknown scenario {other:?} (throughput, cache, budget, hardening)"),
         }
     }

@@ -449,11 +449,26 @@ impl RunningProxy {
         admin: Option<TcpListener>,
         sources: Option<Sources>,
     ) -> std::io::Result<RunningProxy> {
+        RunningProxy::start_full(settings, listener, admin, None, sources).await
+    }
+
+    /// Serves on `listener`, the admin endpoints on `admin`, the webhooks on a listener of
+    /// their own (`webhooks`), and reloads from `sources`.
+    pub async fn start_full(
+        settings: Settings,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        webhooks: Option<TcpListener>,
+        sources: Option<Sources>,
+    ) -> std::io::Result<RunningProxy> {
         let addr = listener.local_addr()?;
         let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
         let mut app = App::new(Arc::new(settings)).map_err(std::io::Error::other)?;
         if let Some(sources) = sources {
             app = app.reloadable(sources, None);
+        }
+        if let Some(webhooks) = webhooks {
+            app = app.webhook_listener(webhooks);
         }
         let status = app.status().clone();
         let reloader = app.reloader();

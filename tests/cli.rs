@@ -152,6 +152,10 @@ async fn check_prints_effective_settings_redacted() {
     assert!(stdout.contains("timeout = \"7s\""), "{stdout}");
     assert!(stdout.contains("<redacted>"), "{stdout}");
     assert!(
+        stdout.contains("#   orders -> products"),
+        "the couplings in effect: {stdout}"
+    );
+    assert!(
         !stdout.contains("env-secret-456") && !stdout.contains("very-secret-key-123"),
         "{stdout}"
     );

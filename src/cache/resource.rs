@@ -134,18 +134,15 @@ impl Couplings {
                 "{prefix:?} is not a collection path like \"/api/v2/orders\""
             )),
         };
+        let built_in = BUILT_IN.iter().map(|(when, drops)| (*when, drops.to_vec()));
+        let configured = configured
+            .into_iter()
+            .map(|(when, drops)| (when, drops.iter().map(String::as_str).collect()));
         let mut rules = Vec::new();
-        for (when, drops) in BUILT_IN {
+        for (when, drops) in built_in.chain(configured) {
             let drops = drops
-                .iter()
-                .map(|d| collection(d))
-                .collect::<Result<_, _>>()?;
-            rules.push((collection(when)?, drops));
-        }
-        for (when, drops) in configured {
-            let drops = drops
-                .iter()
-                .map(|d| collection(d))
+                .into_iter()
+                .map(collection)
                 .collect::<Result<_, _>>()?;
             rules.push((collection(when)?, drops));
         }

@@ -363,6 +363,32 @@ mod tests {
             )),
             "clients[0].token_sha256"
         );
+        assert_eq!(
+            err_key(&format!(
+                "{BASE}\n[[cache.couplings]]\nwhen = \"orders\"\ndrop = [\"/api/v2/products\"]"
+            )),
+            "cache.couplings[0].when"
+        );
+        assert_eq!(
+            err_key(&format!(
+                "{BASE}\n[[cache.couplings]]\nwhen = \"/api/v2/orders\"\ndrop = [\"/api/v2/products/5\"]"
+            )),
+            "cache.couplings[0].drop"
+        );
+        assert_eq!(
+            err_key(&format!("{BASE}\n[webhooks]\nheader = \"no colon here\"")),
+            "webhooks.header"
+        );
+        assert_eq!(
+            err_key(&format!("{BASE}\n[webhooks]\naddr = \"127.0.0.1:9999\"")),
+            "webhooks.addr"
+        );
+        assert_eq!(
+            err_key(&format!(
+                "{BASE}\n[webhooks]\nsecret_file = \"/nonexistent/hook\""
+            )),
+            "webhooks.secret_file"
+        );
     }
 
     #[test]
