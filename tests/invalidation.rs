@@ -631,3 +631,41 @@ proptest! {
         })?;
     }
 }
+
+/// The simulator sends the store's signed webhooks of its changes: pointed at the proxy, a
+/// change made at the store directly (as the control panel would) drops the cached product.
+#[tokio::test]
+async fn the_simulators_webhooks_close_the_loop() {
+    let sim = start_sim().await;
+    let (proxy, _dir) = proxy_with_webhooks(&sim.url(), "").await;
+    sim.sim.set_webhooks(Some(sim::hooks::Target {
+        url: format!("http://{}/webhooks/bigcommerce", proxy.admin_addr.unwrap()),
+        secret: SECRET.into(),
+    }));
+    let http = Http::default();
+    let url = format!("{}/api/v2/products/9", proxy.url());
+    http.get(&url).await;
+    assert_eq!(x_cache(&http, &url, &[]).await, "HIT");
+    let direct = Http::default()
+        .send(
+            Request::put(format!("{}/api/v2/products/9", sim.url()))
+                .header("authorization", sim_credential())
+                .header("content-type", "application/json")
+                .body(body(r#"{"name":"Changed in the control panel"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(direct.status, 200);
+    assert!(eventually(Duration::from_secs(5), || sim.sim.webhooks_sent() == 1).await);
+    let mut fresh = None;
+    for _ in 0..100 {
+        let reply = http.get(&url).await;
+        if reply.header("x-cache") == Some("MISS") {
+            fresh = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fresh = fresh.expect("the webhook never dropped the product");
+    assert_eq!(fresh.json()["name"], "Changed in the control panel");
+}
