@@ -233,9 +233,34 @@ fn status_json(status: &Status) -> serde_json::Value {
             "misses": c.misses,
             "stale": c.stale,
             "coalesced": c.coalesced,
+            "shared": c.shared,
             "bypass": c.bypass,
         },
         "clients": status.client_names(),
+        "cluster": s.cluster.as_ref().map(|cl| json!({
+            "name": cl.name,
+            "instance": cl.instance,
+            "mode": cl.mode,
+            "reason": cl.reason,
+            "instances": cl.instances.iter().map(|(name, ago)| json!({
+                "instance": name,
+                "seen_ms_ago": ago.as_millis() as u64,
+            })).collect::<Vec<_>>(),
+            "sharing": cl.sharing,
+            "shared_cache": cl.shared_cache,
+            "budget": {
+                "remaining": s.budget.remaining,
+                "limit": s.budget.limit,
+                "window_s": s.budget.window.as_secs(),
+                "paused": s.budget.paused,
+                "view": if cl.mode == "connected" { "cluster" } else { "this process alone" },
+            },
+            "shared_hits": cl.counts.shared_hits,
+            "invalidations_sent": cl.counts.invalidations_sent,
+            "invalidations_received": cl.counts.invalidations_received,
+            "redis_errors": cl.counts.errors,
+            "times_degraded": cl.counts.degraded,
+        })),
     })
 }
 

@@ -72,10 +72,10 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), CallError> {
     if lengths > 1 {
         return smuggling("more than one Content-Length");
     }
-    if let Some(length) = headers.get(CONTENT_LENGTH) {
-        if !length.as_bytes().iter().all(u8::is_ascii_digit) || length.is_empty() {
-            return smuggling("Content-Length is not a single number");
-        }
+    if let Some(length) = headers.get(CONTENT_LENGTH)
+        && (!length.as_bytes().iter().all(u8::is_ascii_digit) || length.is_empty())
+    {
+        return smuggling("Content-Length is not a single number");
     }
     if encodings.is_empty() {
         return Ok(());

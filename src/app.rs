@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::VERSION;
 use crate::budget::{self, Budget};
 use crate::cache::Cache;
+use crate::cluster::Cluster;
 use crate::config::{ConfigError, Settings, Sources, reload};
 use crate::dialect::ErrorShape;
 use crate::proxy::{Parts, Proxy};
@@ -32,6 +33,9 @@ pub enum StartError {
     /// The listener's certificate or key could not be used.
     #[error("listen.tls_cert: {0}")]
     ListenTls(#[from] crate::tls::TlsError),
+    /// The cluster's Redis settings could not be used.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Serves the proxy on `listener` until `shutdown` completes (with the reason it gives), then
@@ -62,6 +66,7 @@ struct Shared {
     cache: Arc<Cache>,
     status: Arc<Status>,
     webhooks: Option<Arc<Webhooks>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl App {
@@ -69,8 +74,16 @@ impl App {
     /// starts its tasks).
     pub fn new(settings: Arc<Settings>) -> Result<App, StartError> {
         let upstream = Arc::new(Upstream::new(&settings.upstream)?);
-        let budget = budget::build(&settings);
+        let cluster = match settings.cluster.enabled() {
+            true => Some(Cluster::new(&settings)?),
+            false => None,
+        };
+        let budget = budget::build(&settings, cluster.as_ref());
         let cache = Arc::new(Cache::new(&settings.cache));
+        if let Some(cluster) = &cluster {
+            cache.join_cluster(cluster);
+            cluster.start();
+        }
         let webhooks = Webhooks::new(&settings.webhooks, cache.clone()).map(Arc::new);
         let status = Arc::new(Status::new(
             budget.clone(),
@@ -78,6 +91,7 @@ impl App {
             upstream.clone(),
             client_names(&settings),
             webhooks.clone(),
+            cluster.clone(),
         ));
         let shared = Shared {
             upstream,
@@ -85,6 +99,7 @@ impl App {
             cache,
             status,
             webhooks,
+            cluster,
         };
         let proxy = Arc::new(Proxy::new(
             &settings,
@@ -93,6 +108,7 @@ impl App {
                 budget: shared.budget.clone(),
                 cache: shared.cache.clone(),
                 status: shared.status.clone(),
+                cluster: shared.cluster.clone(),
             },
         ));
         Ok(App {
@@ -160,6 +176,10 @@ impl App {
             reload_on_sighup(reloader)
         });
         let url = settings.upstream_url();
+        if let Some(cluster) = &parts.cluster {
+            // Calls wait for nothing but one attempt, so the first ones share the budget.
+            cluster.started(Duration::from_secs(1)).await;
+        }
         tracing::info!(
             version = VERSION,
             listen = %addr,
@@ -170,6 +190,8 @@ impl App {
             dialect = settings.budget.dialect.as_str(),
             clients = settings.clients.len(),
             max_concurrency = settings.upstream.max_concurrency,
+            cluster = parts.cluster.as_ref().map(|c| c.name().to_string()),
+            instance = parts.cluster.as_ref().map(|c| c.instance().to_string()),
             "start"
         );
         if url.is_cleartext_remote() {
@@ -257,6 +279,9 @@ impl App {
             task.abort();
         }
         parts.budget.flush();
+        if let Some(cluster) = &parts.cluster {
+            cluster.leave().await;
+        }
         let reason = reason_rx.await.unwrap_or("stopped");
         tracing::info!(
             reason,
@@ -415,8 +440,11 @@ async fn summaries(status: Arc<Status>, every: Duration) {
             cache_hit_ratio = ratio(d.hits),
             cache_stale_ratio = ratio(d.stale),
             cache_coalesced_ratio = ratio(d.coalesced),
+            cache_shared_ratio = ratio(d.shared),
             cache_entries = now.cache_entries,
             cache_bytes = now.cache_bytes,
+            instances = now.cluster.as_ref().map(|c| c.sharing),
+            cluster_mode = now.cluster.as_ref().map(|c| c.mode),
             "summary"
         );
         last = now.counts;

@@ -109,10 +109,10 @@ pub async fn receive(incoming: &mut Incoming, limits: &Receive) -> Result<Receiv
         });
     }
     let known = incoming.size_hint().exact();
-    if let Some(length) = known {
-        if length > limits.max_body {
-            return Err(ReceiveError::TooLarge(limits.max_body));
-        }
+    if let Some(length) = known
+        && length > limits.max_body
+    {
+        return Err(ReceiveError::TooLarge(limits.max_body));
     }
     let memory = &limits.memory.0;
     let kib = |bytes: u64| bytes.div_ceil(1024).min(u64::from(u32::MAX)) as u32;

@@ -224,6 +224,9 @@ fn check(args: ConfigArgs) -> Result<(), Failure> {
 
 async fn run(args: ConfigArgs) -> Result<(), Failure> {
     let (_, sources, settings) = load(&args)?;
+    if settings.cluster.enabled() {
+        crate::telemetry::set_instance(&settings.cluster.instance_name());
+    }
     let level = crate::telemetry::init(&settings.log).map_err(|e| Failure::Other(e.to_string()))?;
     let listener = bind(settings.listen.addr, "listen.addr").await?;
     let admin = match settings.admin.addr {

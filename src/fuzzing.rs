@@ -109,13 +109,13 @@ pub fn paths(data: &[u8]) {
         }
         assert!(!data.to_ascii_lowercase().contains("%2f"));
     }
-    if let Ok(url) = UpstreamUrl::parse("https://api.bigcommerce.com/stores/abc") {
-        if let Some(rewritten) = rewrite_location(data, &url, Some("http://127.0.0.1:8080")) {
-            assert!(
-                rewritten.starts_with("http://127.0.0.1:8080/") || rewritten.starts_with('/'),
-                "{rewritten:?}"
-            );
-        }
+    if let Ok(url) = UpstreamUrl::parse("https://api.bigcommerce.com/stores/abc")
+        && let Some(rewritten) = rewrite_location(data, &url, Some("http://127.0.0.1:8080"))
+    {
+        assert!(
+            rewritten.starts_with("http://127.0.0.1:8080/") || rewritten.starts_with('/'),
+            "{rewritten:?}"
+        );
     }
     let _ = UpstreamUrl::parse(data);
 }

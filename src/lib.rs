@@ -26,6 +26,7 @@
 //! - [`status`]: what the admin listener shows: one snapshot of the counters, readiness.
 //! - [`admin`]: the admin listener: health, readiness, metrics, status, purge.
 //! - [`webhooks`]: store webhooks that drop what changed outside the proxy.
+//! - [`cluster`]: several processes sharing one budget, cache and invalidations via Redis.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`telemetry`]: log setup and the access event.
 //! - [`tls`]: PEM loading, server and client TLS configs.
@@ -43,6 +44,7 @@ pub mod cache;
 pub mod call;
 pub mod cli;
 pub mod clients;
+pub mod cluster;
 pub mod config;
 pub mod dialect;
 pub mod error;

@@ -87,6 +87,13 @@ impl Metrics {
             "Time calls waited for budget",
             self.wait.clone(),
         );
+        if let Some(cluster) = &snapshot.cluster {
+            registry.register(
+                "redis_seconds",
+                "Round trips to Redis (scripts of the shared budget and cache)",
+                cluster.round_trips.clone(),
+            );
+        }
         registry.register_collector(Box::new(snapshot));
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
@@ -213,6 +220,51 @@ impl Collector for Snapshot {
             "Answers the cache took no part in",
             t.bypass,
         )?;
+        counter(
+            &mut e,
+            "cache_shared",
+            "Answers from the cluster's shared cache",
+            t.shared,
+        )?;
+        if let Some(cluster) = &self.cluster {
+            gauge(
+                &mut e,
+                "cluster_up",
+                "1 while connected to the cluster's Redis, 0 while degraded",
+                i64::from(cluster.mode == "connected"),
+            )?;
+            gauge(
+                &mut e,
+                "cluster_instances",
+                "Instances seen in the last 30 s",
+                cluster.instances.len() as i64,
+            )?;
+            let n = &cluster.counts;
+            counter(
+                &mut e,
+                "redis_errors",
+                "Redis calls that failed or timed out",
+                n.errors,
+            )?;
+            counter(
+                &mut e,
+                "shared_cache_hits",
+                "Answers found in the cluster's shared cache",
+                n.shared_hits,
+            )?;
+            counter(
+                &mut e,
+                "invalidations_sent",
+                "Invalidations published to the other processes",
+                n.invalidations_sent,
+            )?;
+            counter(
+                &mut e,
+                "invalidations_received",
+                "Invalidations received from the other processes",
+                n.invalidations_received,
+            )?;
+        }
         gauge(
             &mut e,
             "uptime_seconds",

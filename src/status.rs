@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::budget::{Budget, View};
 use crate::cache::Cache;
+use crate::cluster::Cluster;
 use crate::dialect::Dialect;
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
@@ -31,6 +32,7 @@ pub struct Status {
     cache: Arc<Cache>,
     upstream: Arc<Upstream>,
     webhooks: Option<Arc<Webhooks>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Every figure at one moment, with named fields: what metrics, `/status` and the summary
@@ -49,6 +51,8 @@ pub struct Snapshot {
     pub uptime: Duration,
     /// Webhook deliveries by verdict (`accepted`, `duplicate`, …); empty when webhooks are off.
     pub webhooks: Vec<(&'static str, u64)>,
+    /// The cluster, when the process is part of one.
+    pub cluster: Option<crate::cluster::View>,
 }
 
 /// Running totals since start.
@@ -76,6 +80,8 @@ pub struct Counts {
     pub stale: u64,
     /// Answers shared with an identical call.
     pub coalesced: u64,
+    /// Answers from the cluster's shared cache.
+    pub shared: u64,
     /// Answers the cache took no part in.
     pub bypass: u64,
 }
@@ -95,13 +101,14 @@ impl Counts {
             misses: self.misses - earlier.misses,
             stale: self.stale - earlier.stale,
             coalesced: self.coalesced - earlier.coalesced,
+            shared: self.shared - earlier.shared,
             bypass: self.bypass - earlier.bypass,
         }
     }
 
-    /// Answers the cache could have given (hits, misses, stale, coalesced).
+    /// Answers the cache could have given (hits, misses, stale, coalesced, shared).
     pub fn cacheable(&self) -> u64 {
-        self.hits + self.misses + self.stale + self.coalesced
+        self.hits + self.misses + self.stale + self.coalesced + self.shared
     }
 }
 
@@ -113,6 +120,7 @@ impl Status {
         upstream: Arc<Upstream>,
         clients: Vec<String>,
         webhooks: Option<Arc<Webhooks>>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Status {
         Status {
             started: Instant::now(),
@@ -126,7 +134,13 @@ impl Status {
             cache,
             upstream,
             webhooks,
+            cluster,
         }
+    }
+
+    /// The cluster, when the process is part of one.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// The metrics recorded call by call.
@@ -209,7 +223,7 @@ impl Status {
     /// Drops what `path` names from the cache, as a write to it would; how many entries went.
     pub async fn purge(&self, path: &str) -> usize {
         let drops = crate::cache::Drops::named(path, &self.cache.couplings());
-        self.cache.apply(&drops).await
+        self.cache.change(&drops).await
     }
 
     /// Every figure now (the cache's size without waiting for its pending maintenance).
@@ -242,6 +256,7 @@ impl Status {
                 misses: load(&c.misses),
                 stale: load(&c.stale),
                 coalesced: load(&c.coalesced),
+                shared: load(&c.shared),
                 bypass: load(&c.bypass),
             },
             cache_entries,
@@ -258,6 +273,7 @@ impl Status {
                         .collect()
                 })
                 .unwrap_or_default(),
+            cluster: self.cluster.as_ref().map(|c| c.view()),
         }
     }
 }

@@ -32,6 +32,15 @@ pub enum TelemetryError {
     AlreadySet,
 }
 
+/// This process's name in a cluster: every event carries it (`instance`) once set.
+static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names this process in every event from now on (`cluster.instance`); the first name set
+/// stays.
+pub fn set_instance(name: &str) {
+    let _ = INSTANCE.set(name.to_string());
+}
+
 /// Changes the level filter of a running subscriber (`log.level` on reload).
 pub type LevelHandle = std::sync::Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
@@ -66,7 +75,11 @@ where
             (builder.finish().into(), handle)
         }
         LogFormat::Text => {
-            let builder = builder.with_target(false).with_filter_reloading();
+            let builder = builder
+                .event_format(WithInstance(
+                    tracing_subscriber::fmt::format().with_target(false),
+                ))
+                .with_filter_reloading();
             let handle = level(builder.reload_handle());
             (builder.finish().into(), handle)
         }
@@ -171,6 +184,12 @@ where
         );
         line.push_str(",\"message\":");
         push_json(&mut line, &fields.take("message").unwrap_or(Value::Null));
+        if let Some(instance) = INSTANCE.get()
+            && event.metadata().fields().field("instance").is_none()
+        {
+            line.push_str(",\"instance\":");
+            push_json(&mut line, &Value::String(instance.clone()));
+        }
         for field in event.metadata().fields() {
             let name = field.name();
             if name == "message" {
@@ -203,6 +222,29 @@ where
         }
         line.push('}');
         writeln!(writer, "{line}")
+    }
+}
+
+/// The text format, with this process's cluster instance first when it has one.
+#[derive(Debug, Clone)]
+pub struct WithInstance<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithInstance<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        if let Some(instance) = INSTANCE.get() {
+            write!(writer, "[{instance}] ")?;
+        }
+        self.0.format_event(ctx, writer.by_ref(), event)
     }
 }
 

@@ -79,6 +79,27 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
     Ok(Arc::new(config))
 }
 
+/// The certificates a TLS client of this process trusts, as PEM: the platform's roots plus
+/// every certificate in `ca_file` (for clients that take their trust as PEM, like Redis's).
+pub fn roots_pem(ca_file: Option<&Path>) -> Result<Vec<u8>, TlsError> {
+    use base64::Engine as _;
+    let mut certs: Vec<CertificateDer<'static>> = rustls_native_certs::load_native_certs().certs;
+    if let Some(path) = ca_file {
+        certs.extend(load_certs(path)?);
+    }
+    let mut pem = Vec::new();
+    for cert in certs {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.extend_from_slice(line);
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    }
+    Ok(pem)
+}
+
 /// A client config trusting the platform's roots (or, when the platform has none, the
 /// bundled webpki roots) plus every certificate in `ca_file`.
 pub fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, TlsError> {

@@ -234,7 +234,7 @@ impl Webhooks {
         }
         delivery.verdict = Verdict::Accepted;
         if let Some(drops) = payload.drops(&self.cache.couplings()) {
-            delivery.dropped = self.cache.apply(&drops).await;
+            delivery.dropped = self.cache.change(&drops).await;
         }
         delivery
     }

@@ -286,11 +286,10 @@ proptest! {
         let first_bad = shapes.iter().position(|s| s.conflicting() || matches!(s, Shape::BadChunk));
         let expected = first_bad.unwrap_or(shapes.len());
         prop_assert!(handed.len() >= expected, "{} of {expected} good requests were handed over", handed.len());
-        if let Some(bad) = first_bad {
-            if shapes[bad].conflicting() {
+        if let Some(bad) = first_bad
+            && shapes[bad].conflicting() {
                 prop_assert!(handed.get(bad).is_some_and(|s| s.refusal), "the conflicting request {bad} was not refused");
                 prop_assert_eq!(handed.len(), bad + 1, "something after a refusal was handed over");
             }
-        }
     }
 }

@@ -9,7 +9,10 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use super::policy::Blocked;
 use crate::dialect::Report;
@@ -112,4 +115,8 @@ pub trait Allowance: Send + Sync + Debug + 'static {
 
     /// Saves what must survive a restart (called at shutdown).
     fn flush(&self) {}
+
+    /// Hands the backend the queue's wake-up, for budget that frees without this process
+    /// doing anything (a shared backend: sends given back or a pause ended elsewhere).
+    fn attach(&self, _wake: Arc<Notify>) {}
 }

@@ -219,12 +219,12 @@ impl Ledger {
                 *mine = all.into_iter().collect();
             }
             Kind::Fixed { ends, count } => {
-                if let Some((saved_end, saved_count)) = spent.fixed {
-                    if saved_end > now {
-                        // A window never ends more than a window from now.
-                        *ends = saved_end.min(now + self.window);
-                        *count += saved_count;
-                    }
+                if let Some((saved_end, saved_count)) = spent.fixed
+                    && saved_end > now
+                {
+                    // A window never ends more than a window from now.
+                    *ends = saved_end.min(now + self.window);
+                    *count += saved_count;
                 }
             }
         }

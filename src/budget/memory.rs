@@ -39,6 +39,9 @@ struct State {
     backoffs: u32,
     /// True when the ledger changed since the state file was written.
     dirty: bool,
+    /// At most this many sends per window, whatever the store states (a share of a budget
+    /// this process is one of several spenders of).
+    ceiling: Option<u64>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -50,8 +53,25 @@ impl State {
         SendId(self.next_send - 1)
     }
 
+    /// Sends left by the own count, within the ceiling.
+    fn own_left(&mut self, now: Instant) -> u64 {
+        let left = self.ledger.left(now);
+        match self.ceiling {
+            Some(ceiling) => left.min(ceiling.saturating_sub(self.ledger.used(now))),
+            None => left,
+        }
+    }
+
+    /// What `need` sends within the ceiling are in the ledger's terms: the sends the ceiling
+    /// keeps out of reach come first.
+    fn widen(&self, need: u64) -> u64 {
+        need + self
+            .ceiling
+            .map_or(0, |ceiling| self.ledger.limit().saturating_sub(ceiling))
+    }
+
     fn remaining(&mut self, now: Instant) -> u64 {
-        let own = self.ledger.left(now);
+        let own = self.own_left(now);
         policy::remaining(own, self.report, self.last(), now)
     }
 
@@ -64,8 +84,8 @@ impl State {
         if let Some(held) = self.report {
             candidates.push(held.expires);
         }
-        let left = self.ledger.left(now);
-        if let Some(at) = self.ledger.free_at(now, left + 1) {
+        let left = self.own_left(now);
+        if let Some(at) = self.ledger.free_at(now, self.widen(left + 1)) {
             candidates.push(at);
         }
         candidates
@@ -114,6 +134,7 @@ impl MemoryAllowance {
                 next_send: 1,
                 backoffs: 0,
                 dirty: false,
+                ceiling: None,
             }),
             state_file,
         });
@@ -126,6 +147,38 @@ impl MemoryAllowance {
             tokio::spawn(keep(Arc::downgrade(&allowance), STATE_EVERY));
         }
         allowance
+    }
+
+    /// An allowance that takes over from another backend: its ledger starts with `seed`'s
+    /// sends, its pause with `seed.pause`, and it never allows more than `seed.ceiling` sends
+    /// per window (no state file).
+    pub fn seeded(
+        dialect: Dialect,
+        limit: u64,
+        window: Duration,
+        seed: Seed,
+    ) -> Arc<MemoryAllowance> {
+        let allowance = MemoryAllowance::new(dialect, limit, window, None);
+        {
+            let mut state = lock(&allowance.state);
+            let now = Instant::now();
+            state.ledger.restore(now, &seed.spent);
+            state.ceiling = seed.ceiling;
+            state.pause = match seed.pause {
+                Some((left, true)) if left.is_zero() => Pause::Probing(None),
+                Some((left, probe)) => Pause::Until {
+                    until: now + left,
+                    probe,
+                },
+                None => Pause::Open,
+            };
+        }
+        allowance
+    }
+
+    /// Changes the ceiling of sends per window (see [`MemoryAllowance::seeded`]).
+    pub fn set_ceiling(&self, ceiling: Option<u64>) {
+        lock(&self.state).ceiling = ceiling;
     }
 
     /// What the ledger holds, for the state file; with `if_changed`, `None` when nothing
@@ -169,14 +222,14 @@ impl MemoryAllowance {
     fn estimate_now(&self, need: u64) -> Option<Duration> {
         let mut state = lock(&self.state);
         let now = Instant::now();
-        let mut at = state.ledger.free_at(now, need)?;
-        if let Some(held) = state.report {
-            if held
+        let widened = state.widen(need);
+        let mut at = state.ledger.free_at(now, widened)?;
+        if let Some(held) = state.report
+            && held
                 .left_now(state.last(), now)
                 .is_some_and(|left| left < need)
-            {
-                at = at.max(held.expires);
-            }
+        {
+            at = at.max(held.expires);
         }
         if let Pause::Until { until, .. } = state.pause {
             at = at.max(until);
@@ -192,15 +245,15 @@ impl MemoryAllowance {
         {
             state.ledger.sync_fixed(quota, window, now + reset);
         }
-        if let Some(left) = report.left {
-            if policy::replaces(state.report, grant.id, now) {
-                let holds = self.dialect.report_holds(&report, state.ledger.step());
-                state.report = Some(Held {
-                    left,
-                    send: grant.id,
-                    expires: now + holds,
-                });
-            }
+        if let Some(left) = report.left
+            && policy::replaces(state.report, grant.id, now)
+        {
+            let holds = self.dialect.report_holds(&report, state.ledger.step());
+            state.report = Some(Held {
+                left,
+                send: grant.id,
+                expires: now + holds,
+            });
         }
         let mut observed = Observed::default();
         if report.throttled {
@@ -237,6 +290,17 @@ impl MemoryAllowance {
     }
 }
 
+/// Where a [`MemoryAllowance`] taking over from another backend starts.
+#[derive(Debug, Clone, Default)]
+pub struct Seed {
+    /// The sends already made.
+    pub spent: Spent,
+    /// A pause under way: how long it has left, and whether one call probes after it.
+    pub pause: Option<(Duration, bool)>,
+    /// At most this many sends per window.
+    pub ceiling: Option<u64>,
+}
+
 /// A number in 0..1 that differs from call to call, to spread back-offs.
 fn jitter() -> f64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -262,11 +326,11 @@ impl Allowance for MemoryAllowance {
 
     fn release(&self, grant: Grant, sent: bool) {
         let mut state = lock(&self.state);
-        if let Some(at) = state.outstanding.remove(&grant.id) {
-            if !sent {
-                state.ledger.unrecord(at);
-                state.dirty = true;
-            }
+        if let Some(at) = state.outstanding.remove(&grant.id)
+            && !sent
+        {
+            state.ledger.unrecord(at);
+            state.dirty = true;
         }
         if state.pause == Pause::Probing(Some(grant.id)) {
             // The probe ended without a verdict (it failed before the store answered).

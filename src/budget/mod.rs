@@ -126,15 +126,26 @@ pub struct Totals {
     pub store_throttles: u64,
 }
 
-/// The budget for validated settings: the backend they call for, behind the queue. Must be
-/// called inside a Tokio runtime (the queue and the state file have tasks of their own).
-pub fn build(settings: &Settings) -> Budget {
+/// The budget for validated settings: the backend they call for (shared through `cluster`
+/// when there is one), behind the queue. Must be called inside a Tokio runtime (the queue and
+/// the state file have tasks of their own).
+pub fn build(settings: &Settings, cluster: Option<&Arc<crate::cluster::Cluster>>) -> Budget {
     let b = &settings.budget;
-    let state_file = b
-        .state_file
-        .clone()
-        .map(|path| persist::StateFile::new(path, settings.upstream.identity(b.dialect)));
-    let allowance = memory::MemoryAllowance::new(b.dialect, b.limit, b.window, state_file);
+    let allowance: Arc<dyn Allowance> = match cluster {
+        Some(cluster) => crate::cluster::ledger::SharedAllowance::new(
+            cluster.clone(),
+            b.dialect,
+            b.limit,
+            b.window,
+        ),
+        None => {
+            let state_file = b
+                .state_file
+                .clone()
+                .map(|path| persist::StateFile::new(path, settings.upstream.identity(b.dialect)));
+            memory::MemoryAllowance::new(b.dialect, b.limit, b.window, state_file)
+        }
+    };
     Budget::new(
         b.dialect,
         QueueLimits::new(b, &settings.upstream),

@@ -91,15 +91,15 @@ pub enum Pause {
 impl Pause {
     /// Moves a pause whose time is up on; true when sends are open again without a probe.
     pub fn advance(&mut self, now: Instant) -> bool {
-        if let Pause::Until { until, probe } = *self {
-            if now >= until {
-                *self = if probe {
-                    Pause::Probing(None)
-                } else {
-                    Pause::Open
-                };
-                return !probe;
-            }
+        if let Pause::Until { until, probe } = *self
+            && now >= until
+        {
+            *self = if probe {
+                Pause::Probing(None)
+            } else {
+                Pause::Open
+            };
+            return !probe;
         }
         false
     }

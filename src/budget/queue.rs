@@ -101,6 +101,7 @@ impl Budget {
             refused: AtomicU64::new(0),
             store_throttles: AtomicU64::new(0),
         });
+        inner.allowance.attach(inner.wake.clone());
         tokio::spawn(pump(Arc::downgrade(&inner), inner.wake.clone()));
         Budget { inner }
     }
@@ -165,7 +166,7 @@ impl Budget {
             return Ok(self.slot(grant));
         }
         // Refuse at once when the budget frees too late for the deadline.
-        let need = waiting.position() as u64 + 1 + reserve;
+        let need = waiting.ahead(ask.class) as u64 + 1 + reserve;
         let estimate = inner.allowance.estimate(need).await;
         if estimate.is_none_or(|wait| Instant::now() + wait > ask.deadline) {
             if let Some(grant) = waiting.leave() {
@@ -389,13 +390,16 @@ impl Waiting<'_> {
         Some(grant)
     }
 
-    /// Calls ahead of this one.
-    fn position(&self) -> usize {
-        lock(&self.inner.state)
-            .waiters
-            .iter()
-            .position(|w| w.id == self.id)
-            .unwrap_or(0)
+    /// Calls ahead of this one that must go before it: all of them for a read; for a write,
+    /// the writes (reads ahead of it are held back by the write reserve when budget is short,
+    /// and the write passes them).
+    fn ahead(&self, class: Class) -> usize {
+        let state = lock(&self.inner.state);
+        let ahead = state.waiters.iter().take_while(|w| w.id != self.id);
+        match class {
+            Class::Read => ahead.count(),
+            Class::Write => ahead.filter(|w| w.class == Class::Write).count(),
+        }
     }
 
     /// Leaves the queue; returns a grant that arrived meanwhile (it is the caller's).
@@ -409,10 +413,10 @@ impl Waiting<'_> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        if self.rx.is_some() {
-            if let Some(grant) = self.leave() {
-                self.inner.release(grant, false);
-            }
+        if self.rx.is_some()
+            && let Some(grant) = self.leave()
+        {
+            self.inner.release(grant, false);
         }
     }
 }

@@ -46,6 +46,8 @@ pub enum Outcome {
     Stale,
     /// Shared with an identical call already at the store.
     Coalesced,
+    /// From the cluster's shared cache (another process fetched it).
+    Shared,
     /// The cache took no part.
     Bypass,
 }
@@ -58,6 +60,7 @@ impl Outcome {
             Outcome::Miss => "MISS",
             Outcome::Stale => "STALE",
             Outcome::Coalesced => "COALESCED",
+            Outcome::Shared => "SHARED",
             Outcome::Bypass => "BYPASS",
         }
     }
@@ -76,6 +79,8 @@ pub struct Fetched {
     pub entry: Option<Arc<Entry>>,
     /// The upstream side of the fetch.
     pub trip: Trip,
+    /// True when it came from the cluster's shared cache, not the store.
+    pub shared: bool,
 }
 
 /// What a flight lands for the calls that wait on it.
@@ -170,6 +175,8 @@ pub struct Counters {
     pub stale: AtomicU64,
     /// Answers shared with an identical call.
     pub coalesced: AtomicU64,
+    /// Answers from the cluster's shared cache.
+    pub shared: AtomicU64,
     /// Answers the cache took no part in.
     pub bypass: AtomicU64,
 }
@@ -182,6 +189,7 @@ impl Counters {
             Outcome::Miss => &self.misses,
             Outcome::Stale => &self.stale,
             Outcome::Coalesced => &self.coalesced,
+            Outcome::Shared => &self.shared,
             Outcome::Bypass => &self.bypass,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -200,6 +208,8 @@ pub struct Cache {
     tracking: Arc<tracking::Tracking>,
     enabled: bool,
     max_entry: u64,
+    /// The cluster that changes spread to, when there is one.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// Answers by outcome.
     pub counters: Counters,
 }
@@ -214,6 +224,21 @@ fn write<T>(lock: &RwLock<T>, value: T) {
     *lock
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+}
+
+/// When an entry was stored, and until when it is fresh and servable.
+struct Lifetimes {
+    stored: Instant,
+    fresh_until: Instant,
+    stale_until: Instant,
+}
+
+/// The two tags an answer for `key` depends on (see [`resource::Named::tags`]).
+pub fn tags_of(key: &Key) -> [Tag; 2] {
+    resource::named(key.path()).map_or_else(
+        || [Tag::All("/".into()), Tag::Listing("/".into())],
+        |named| named.tags(),
+    )
 }
 
 /// Per-entry lifetime: TTL plus stale.
@@ -267,6 +292,7 @@ impl Cache {
             enabled: c.enabled && max_size > 0,
             // One answer may not take more than a quarter of the cache.
             max_entry,
+            cluster: std::sync::OnceLock::new(),
             counters: Counters::default(),
         }
     }
@@ -356,11 +382,50 @@ impl Cache {
     pub fn entry(
         &self,
         key: &Key,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         body: Bytes,
         ttl: Duration,
         mark: u64,
         now: Instant,
+    ) -> Option<Arc<Entry>> {
+        let lifetime = Lifetimes {
+            stored: now,
+            fresh_until: now + ttl,
+            stale_until: now + ttl + self.policy().stale(),
+        };
+        self.make_entry(key, headers, body, lifetime, mark)
+    }
+
+    /// Makes an entry of an answer found in the cluster's shared cache: `age` old, fresh for
+    /// `fresh` more, then stale for `stale`.
+    pub fn shared_entry(
+        &self,
+        key: &Key,
+        found: &crate::cluster::shared::Found,
+        mark: u64,
+        now: Instant,
+    ) -> Option<Arc<Entry>> {
+        let lifetime = Lifetimes {
+            stored: now.checked_sub(found.age).unwrap_or(now),
+            fresh_until: now + found.fresh,
+            stale_until: now + found.fresh + found.stale,
+        };
+        self.make_entry(
+            key,
+            found.headers.clone(),
+            found.body.clone(),
+            lifetime,
+            mark,
+        )
+    }
+
+    fn make_entry(
+        &self,
+        key: &Key,
+        mut headers: HeaderMap,
+        body: Bytes,
+        lifetime: Lifetimes,
+        mark: u64,
     ) -> Option<Arc<Entry>> {
         for name in BUDGET_HEADERS {
             headers.remove(name);
@@ -391,15 +456,12 @@ impl Cache {
             status: StatusCode::OK,
             headers,
             body,
-            stored: now,
-            fresh_until: now + ttl,
-            stale_until: now + ttl + self.policy().stale(),
+            stored: lifetime.stored,
+            fresh_until: lifetime.fresh_until,
+            stale_until: lifetime.stale_until,
             etag,
             last_modified,
-            tags: resource::named(key.path()).map_or_else(
-                || [Tag::All("/".into()), Tag::Listing("/".into())],
-                |named| named.tags(),
-            ),
+            tags: tags_of(key),
             mark,
             dropped: AtomicBool::new(false),
             weight: weight as u32,
@@ -419,6 +481,24 @@ impl Cache {
     /// What a write to `path` with `method` drops when it may have changed the store.
     pub fn drops_for_write(&self, method: &http::Method, path: &str) -> Drops {
         resource::after_write(method, path, &self.couplings())
+    }
+
+    /// Spreads the changes this process makes to `cluster` (its shared cache and every
+    /// other process), and lets its invalidations reach this cache.
+    pub fn join_cluster(self: &Arc<Self>, cluster: &Arc<crate::cluster::Cluster>) {
+        cluster.attach_cache(self);
+        let _ = self.cluster.set(cluster.clone());
+    }
+
+    /// Applies a change this process made (a write, a webhook, a purge): here, and in a
+    /// cluster also in the shared cache and, through it, every other process, before it
+    /// returns. Returns how many local entries went.
+    pub async fn change(&self, drops: &Drops) -> usize {
+        let dropped = self.apply(drops).await;
+        if let Some(cluster) = self.cluster.get() {
+            cluster.spread(drops).await;
+        }
+        dropped
     }
 
     /// Applies a change: the entries it touches are never served again and are removed; a

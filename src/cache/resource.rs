@@ -195,14 +195,19 @@ impl Drops {
         drops
     }
 
+    /// Everything cached (a purge of `/`, or a cache that may have missed changes).
+    pub fn everything() -> Drops {
+        Drops {
+            everything: true,
+            tags: Vec::new(),
+        }
+    }
+
     /// What a purge of `path` drops: a collection whole, a member as a write to it would,
     /// a count the collection's listing; `/` everything.
     pub fn named(path: &str, couplings: &Couplings) -> Drops {
         match named(path) {
-            None => Drops {
-                everything: true,
-                tags: Vec::new(),
-            },
+            None => Drops::everything(),
             Some(Named::Collection(c)) => Drops::collection(&c, couplings),
             Some(Named::Count(c)) => {
                 let mut drops = Drops::default();

@@ -58,13 +58,14 @@ impl Budget {
             ));
         }
         positive("budget.max_wait", self.max_wait)?;
-        if let Some(dir) = self.state_file.as_deref().and_then(Path::parent) {
-            if !dir.as_os_str().is_empty() && !dir.is_dir() {
-                return Err(ConfigError::new(
-                    "budget.state_file",
-                    format!("its directory {} does not exist", dir.display()),
-                ));
-            }
+        if let Some(dir) = self.state_file.as_deref().and_then(Path::parent)
+            && !dir.as_os_str().is_empty()
+            && !dir.is_dir()
+        {
+            return Err(ConfigError::new(
+                "budget.state_file",
+                format!("its directory {} does not exist", dir.display()),
+            ));
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ mod admin;
 mod budget;
 mod cache;
 mod clients;
+mod cluster;
 mod listen;
 mod log;
 pub mod reload;
@@ -25,6 +26,7 @@ pub use admin::Admin;
 pub use budget::Budget;
 pub use cache::{Cache, CacheRule, Coupling};
 pub use clients::ClientEntry;
+pub use cluster::Cluster;
 pub use listen::Listen;
 pub use log::{Log, LogFormat};
 pub use upstream::{AuthMode, Upstream, UpstreamUrl};
@@ -40,7 +42,11 @@ pub const ENV_SEPARATOR: &str = "__";
 pub const DEFAULT_PATH: &str = "config/bcproxy.toml";
 
 /// Keys whose values are secrets: an error about one names the key, never the value.
-pub const SECRET_KEYS: &[&str] = &["upstream.api_key", "webhooks.header"];
+pub const SECRET_KEYS: &[&str] = &[
+    "upstream.api_key",
+    "webhooks.header",
+    "cluster.redis_password",
+];
 
 /// A configuration that cannot be used, with the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +87,8 @@ pub struct Settings {
     pub admin: Admin,
     /// Store webhooks that drop cached answers.
     pub webhooks: Webhooks,
+    /// Several processes, one budget and cache, through Redis.
+    pub cluster: Cluster,
 }
 
 /// Where settings come from; tests inject the environment instead of reading the process's.
@@ -134,6 +142,7 @@ impl Settings {
         })?;
         settings.upstream.resolve_secret()?;
         settings.webhooks.resolve_secret()?;
+        settings.cluster.resolve_secret()?;
         settings.validate()?;
         Ok(settings)
     }
@@ -159,19 +168,20 @@ impl Settings {
         clients::validate(&self.clients)?;
         self.log.validate()?;
         self.webhooks.validate()?;
+        self.cluster.validate(&self.upstream, self.budget.dialect)?;
         if self.admin.addr == Some(self.listen.addr) {
             return Err(ConfigError::new(
                 "admin.addr",
                 "must differ from listen.addr (admin endpoints never share the app port)",
             ));
         }
-        if let Some(addr) = self.webhooks.addr {
-            if addr == self.listen.addr || Some(addr) == self.admin.addr {
-                return Err(ConfigError::new(
-                    "webhooks.addr",
-                    "must differ from listen.addr and admin.addr",
-                ));
-            }
+        if let Some(addr) = self.webhooks.addr
+            && (addr == self.listen.addr || Some(addr) == self.admin.addr)
+        {
+            return Err(ConfigError::new(
+                "webhooks.addr",
+                "must differ from listen.addr and admin.addr",
+            ));
         }
         Ok(())
     }

@@ -55,6 +55,13 @@ pub const RESTART: &[&str] = &[
     "webhooks.header",
     "webhooks.max_age",
     "webhooks.addr",
+    "cluster.redis_url",
+    "cluster.redis_password_file",
+    "cluster.redis_password",
+    "cluster.name",
+    "cluster.instance",
+    "cluster.expected_instances",
+    "cluster.shared_cache",
 ];
 
 /// The dotted keys whose values differ between two settings (arrays compare whole; the key

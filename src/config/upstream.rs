@@ -225,12 +225,12 @@ impl UpstreamUrl {
         }
         // `http` drops a port it cannot read (`:99999` would silently become the default).
         let after_host = &authority.as_str()[authority.host().len()..];
-        if let Some(port) = after_host.strip_prefix(':') {
-            if !matches!(port.parse::<u16>(), Ok(1..)) {
-                return Err(format!(
-                    "{raw:?}: the port {port:?} is not a port number from 1 to 65535"
-                ));
-            }
+        if let Some(port) = after_host.strip_prefix(':')
+            && !matches!(port.parse::<u16>(), Ok(1..))
+        {
+            return Err(format!(
+                "{raw:?}: the port {port:?} is not a port number from 1 to 65535"
+            ));
         }
         let prefix = uri.path().trim_end_matches('/').to_string();
         Ok(UpstreamUrl {

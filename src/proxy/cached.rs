@@ -26,17 +26,29 @@ use crate::body::{self, Body, Gathered, Inlet, Relayed};
 use crate::cache::flight::{self, Flight, Landing};
 use crate::cache::{self, Directive, Entry, Fetched, Key, Landed, Lookup, Outcome};
 use crate::call::{Call, Ctx, Trip};
+use crate::cluster::shared::{Claim, Lease};
 use crate::error::CallError;
 
-/// The head of the store's answer, streamed to the call that started the fetch.
-type Head = Result<(http::response::Parts, Body, Trip), CallError>;
+/// The head of the store's answer, streamed to the call that started the fetch (with how the
+/// cache took part: `MISS`, or `SHARED` when another process of the cluster had fetched it).
+type Head = Result<(http::response::Parts, Body, Trip, Outcome), CallError>;
 
 /// What a call gets from a shared fetch.
 enum Shared {
     /// The store's answer as it streams (the call that started the fetch).
-    Streamed(http::response::Parts, Body, Trip),
+    Streamed(http::response::Parts, Body, Trip, Outcome),
     /// What the fetch landed.
     Landed(Landed),
+}
+
+/// What the cluster's shared cache had for a fetch.
+enum Claimed {
+    /// A fresh answer, as an entry of the local cache.
+    Found(Arc<Entry>),
+    /// This process fetches for the cluster.
+    Lead(Lease),
+    /// This process fetches for itself.
+    Alone,
 }
 
 /// How the cache can take part in a call.
@@ -85,7 +97,19 @@ impl Proxy {
                 return Ok(self.answer_entry(call, &entry, Outcome::Hit, req.headers()));
             }
             Lookup::Fresh(entry) | Lookup::Stale(entry) => Some(entry),
-            Lookup::Miss => None,
+            // A local miss asks the cluster's shared cache before spending budget.
+            Lookup::Miss => match self.peek_shared(&plan).await {
+                Some(entry)
+                    if plan.directive == Directive::Normal
+                        && Instant::now() < entry.fresh_until =>
+                {
+                    if let Some(cluster) = &self.cluster {
+                        cluster.count_shared_hit();
+                    }
+                    return Ok(self.answer_entry(call, &entry, Outcome::Shared, req.headers()));
+                }
+                found => found,
+            },
         };
         let mut ctx = call.ctx.clone();
         if fallback.is_some() {
@@ -104,14 +128,13 @@ impl Proxy {
         let key = plan.key.clone();
         let (shared, outcome) = self.fetch_shared(ctx, &req, plan, stream).await;
         let landed = match shared {
-            Shared::Streamed(head, outlet, trip) => {
+            Shared::Streamed(head, outlet, trip, outcome) => {
                 call.absorb(&trip);
-                if head.status.is_server_error() {
-                    if let Some(response) =
+                if head.status.is_server_error()
+                    && let Some(response) =
                         stale(call, format!("the store answered {}", head.status))
-                    {
-                        return Ok(response);
-                    }
+                {
+                    return Ok(response);
                 }
                 call.record.cache = outcome.as_str();
                 self.cache.counters.count(outcome);
@@ -122,12 +145,11 @@ impl Proxy {
         match landed {
             Landed::Fetched(fetched) => {
                 call.absorb(&fetched.trip);
-                if fetched.status.is_server_error() {
-                    if let Some(response) =
+                if fetched.status.is_server_error()
+                    && let Some(response) =
                         stale(call, format!("the store answered {}", fetched.status))
-                    {
-                        return Ok(response);
-                    }
+                {
+                    return Ok(response);
                 }
                 Ok(self.answer_fetched(call, &fetched, outcome, req.headers()))
             }
@@ -179,7 +201,9 @@ impl Proxy {
                 let shared = match arrival {
                     Some(arrival) => Shared::Landed(arrival.await.unwrap_or_else(abandoned)),
                     None => match head_rx.await {
-                        Ok(Ok((head, outlet, trip))) => Shared::Streamed(head, outlet, trip),
+                        Ok(Ok((head, outlet, trip, outcome))) => {
+                            Shared::Streamed(head, outlet, trip, outcome)
+                        }
                         Ok(Err(error)) => Shared::Landed(Landed::Failed(error)),
                         Err(_) => Shared::Landed(abandoned()),
                     },
@@ -193,10 +217,11 @@ impl Proxy {
         }
     }
 
-    /// One fetch for the cache: through the budget to the store; the answer streams to the
-    /// call that started it (`head`) while a copy is kept for an entry, stored when the store
-    /// allows and no write to its family happened meanwhile; what it lands goes to the calls
-    /// that joined.
+    /// One fetch for the cache: from the cluster's shared cache when another process has
+    /// the answer or is fetching it, else through the budget to the store; the answer streams
+    /// to the call that started it (`head`) while a copy is kept for an entry, stored when the
+    /// store allows and no write to its family happened meanwhile (and put in the shared cache
+    /// when this process fetched for the cluster); what it lands goes to the calls that joined.
     async fn fetch(
         &self,
         parts: http::request::Parts,
@@ -206,16 +231,69 @@ impl Proxy {
         head: Option<oneshot::Sender<Head>>,
     ) {
         let mark = self.cache.mark();
+        let lease = match self.claim_shared(&plan, &ctx, mark).await {
+            Claimed::Found(entry) => {
+                if let Some(head) = head {
+                    let parts = entry_head(&entry);
+                    let body = body::full(entry.body.clone());
+                    let _ = head.send(Ok((parts, body, Trip::default(), Outcome::Shared)));
+                }
+                landing.land(Landed::Fetched(Arc::new(Fetched {
+                    status: entry.status,
+                    headers: entry.headers.clone(),
+                    body: entry.body.clone(),
+                    entry: Some(entry),
+                    trip: Trip::default(),
+                    shared: true,
+                })));
+                return;
+            }
+            Claimed::Lead(lease) => Some(lease),
+            Claimed::Alone => None,
+        };
+        let landed = self.fetch_store(parts, &ctx, &plan, mark, head).await;
+        if let Landed::Failed(error) = &landed {
+            tracing::warn!(error = %error, "cache.fetch_failed");
+        }
+        if let (Some(lease), Some(cluster)) = (lease, self.cluster.clone()) {
+            // The app's stream is not held for it.
+            let max_bytes = self.shared_max;
+            let landed = landed.clone();
+            tokio::spawn(async move {
+                match &landed {
+                    Landed::Fetched(f) => match &f.entry {
+                        Some(entry) => {
+                            cluster.put(lease, entry, max_bytes).await;
+                        }
+                        None => cluster.release_unshared(lease).await,
+                    },
+                    Landed::TooLarge => cluster.release_unshared(lease).await,
+                    Landed::Failed(_) => cluster.release(lease, Duration::ZERO).await,
+                }
+            });
+        }
+        landing.land(landed);
+    }
+
+    /// The store's side of a fetch: its answer streams to `head` as it arrives; what it
+    /// lands for the calls that joined.
+    async fn fetch_store(
+        &self,
+        parts: http::request::Parts,
+        ctx: &Ctx,
+        plan: &Plan,
+        mark: u64,
+        head: Option<oneshot::Sender<Head>>,
+    ) -> Landed {
         let mut trip = Trip::default();
         let request = Request::from_parts(parts, body::empty());
-        let response = match self.forward(&mut trip, &ctx, request).await {
+        let response = match self.forward(&mut trip, ctx, request).await {
             Ok(response) => response,
             Err(error) => {
                 if let Some(head) = head {
                     let _ = head.send(Err(error.clone()));
                 }
-                landing.land(Landed::Failed(error));
-                return;
+                return Landed::Failed(error);
             }
         };
         let (mut parts, body) = response.into_parts();
@@ -229,19 +307,25 @@ impl Proxy {
         let body = match body::gather(body, limit, body::GATHER_PATIENCE).await {
             Gathered::Whole(bytes) => {
                 if let Some(head) = head {
-                    let _ = head.send(Ok((parts.clone(), body::full(bytes.clone()), trip.clone())));
+                    let streamed = (
+                        parts.clone(),
+                        body::full(bytes.clone()),
+                        trip.clone(),
+                        Outcome::Miss,
+                    );
+                    let _ = head.send(Ok(streamed));
                 }
                 let entry = self
-                    .store(&plan, &parts.headers, parts.status, &bytes, mark)
+                    .store(plan, &parts.headers, parts.status, &bytes, mark)
                     .await;
-                landing.land(Landed::Fetched(Arc::new(Fetched {
+                return Landed::Fetched(Arc::new(Fetched {
                     status: parts.status,
                     headers: parts.headers,
                     body: bytes,
                     entry,
                     trip,
-                })));
-                return;
+                    shared: false,
+                }));
             }
             Gathered::Streaming(body) => body,
             Gathered::Broken(why) => {
@@ -249,27 +333,30 @@ impl Proxy {
                 if let Some(head) = head {
                     let _ = head.send(Err(error.clone()));
                 }
-                tracing::warn!(error = %error, "cache.fetch_failed");
-                landing.land(Landed::Failed(error));
-                return;
+                return Landed::Failed(error);
             }
         };
         let size = http_body::Body::size_hint(&body);
         let (inlet, outlet) = body::relay_pair(size, self.receive.gap);
         let delivered = head.is_some_and(|head| {
-            head.send(Ok((parts.clone(), outlet.boxed(), trip.clone())))
-                .is_ok()
+            head.send(Ok((
+                parts.clone(),
+                outlet.boxed(),
+                trip.clone(),
+                Outcome::Miss,
+            )))
+            .is_ok()
         });
         let inlet = if delivered { inlet } else { Inlet::closed() };
         let mut tap = self.cache.tap();
-        let landed = match body::pump(body, inlet, Some(&mut tap)).await {
+        match body::pump(body, inlet, Some(&mut tap)).await {
             Relayed::Broken(why) => Landed::Failed(super::broke_off(why)),
             Relayed::Unread => Landed::TooLarge,
             Relayed::Complete => match tap.take() {
                 None => Landed::TooLarge,
                 Some(bytes) => {
                     let entry = self
-                        .store(&plan, &parts.headers, parts.status, &bytes, mark)
+                        .store(plan, &parts.headers, parts.status, &bytes, mark)
                         .await;
                     Landed::Fetched(Arc::new(Fetched {
                         status: parts.status,
@@ -277,14 +364,74 @@ impl Proxy {
                         body: bytes,
                         entry,
                         trip,
+                        shared: false,
                     }))
                 }
             },
-        };
-        if let Landed::Failed(error) = &landed {
-            tracing::warn!(error = %error, "cache.fetch_failed");
         }
-        landing.land(landed);
+    }
+
+    /// A usable entry (fresh or stale) from the cluster's shared cache, stored locally too;
+    /// `None` outside a cluster, while Redis is away, or when it has none.
+    async fn peek_shared(&self, plan: &Plan) -> Option<Arc<Entry>> {
+        let cluster = self.cluster.as_ref().filter(|c| c.shares_cache())?;
+        if plan.directive != Directive::Normal {
+            return None;
+        }
+        let mark = self.cache.mark();
+        let found = cluster.peek(&plan.key).await?;
+        let entry = self
+            .cache
+            .shared_entry(&plan.key, &found, mark, Instant::now())?;
+        // Refused when a change came after the answer was read: then it is not served.
+        self.cache
+            .insert(plan.key.clone(), entry.clone())
+            .await
+            .then_some(entry)
+    }
+
+    /// Claims the key in the cluster's shared cache: a fresh answer another process put
+    /// there, or the lease to fetch it for everyone; while another process holds the lease,
+    /// waits for its answer (within the call's deadline), and takes over if the lease ends
+    /// without one.
+    async fn claim_shared(&self, plan: &Plan, ctx: &Ctx, mark: u64) -> Claimed {
+        let Some(cluster) = self.cluster.as_ref() else {
+            return Claimed::Alone;
+        };
+        if plan.directive != Directive::Normal {
+            return Claimed::Alone;
+        }
+        let mut poll = Duration::from_millis(5);
+        loop {
+            if !cluster.shares_cache() {
+                return Claimed::Alone;
+            }
+            match cluster.claim(&plan.key, self.lease_for).await {
+                Claim::Found(found) => {
+                    let entry = self
+                        .cache
+                        .shared_entry(&plan.key, &found, mark, Instant::now());
+                    return match entry {
+                        Some(entry) if self.cache.insert(plan.key.clone(), entry.clone()).await => {
+                            cluster.count_shared_hit();
+                            Claimed::Found(entry)
+                        }
+                        _ => Claimed::Alone,
+                    };
+                }
+                Claim::Lead(lease) => return Claimed::Lead(lease),
+                Claim::Alone => return Claimed::Alone,
+                Claim::Wait(left) => {
+                    let now = Instant::now();
+                    if now >= ctx.deadline {
+                        return Claimed::Alone;
+                    }
+                    let nap = poll.min(left.max(Duration::from_millis(1)));
+                    tokio::time::sleep_until((now + nap).min(ctx.deadline)).await;
+                    poll = (poll * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
     }
 
     /// Stores a whole answer when it may be cached; the entry made of it.
@@ -346,6 +493,11 @@ impl Proxy {
         outcome: Outcome,
         request: &HeaderMap,
     ) -> Response<Body> {
+        let outcome = if fetched.shared && outcome == Outcome::Miss {
+            Outcome::Shared
+        } else {
+            outcome
+        };
         call.record.cache = outcome.as_str();
         self.cache.counters.count(outcome);
         let mut response = Response::new(body::full(fetched.body.clone()));
@@ -404,6 +556,17 @@ fn fetch_head(req: &Request<Body>, key: &Key) -> http::request::Parts {
     } else {
         parts.headers.remove(ACCEPT_ENCODING);
     }
+    parts
+}
+
+/// The head of an answer made of an entry (for the call that started a fetch).
+fn entry_head(entry: &Entry) -> http::response::Parts {
+    let mut parts = Response::new(()).into_parts().0;
+    parts.status = entry.status;
+    parts.headers = entry.headers.clone();
+    parts
+        .headers
+        .insert(AGE, HeaderValue::from(entry.age(Instant::now())));
     parts
 }
 

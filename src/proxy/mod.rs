@@ -37,6 +37,7 @@ use crate::budget::{Budget, Class, Slot, Verdict};
 use crate::cache::{Cache, Outcome};
 use crate::call::{Call, Ctx, RequestIds, Trip};
 use crate::clients::Clients;
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::dialect::Dialect;
 use crate::error::{CallError, Throttle, error_body};
@@ -62,6 +63,8 @@ pub struct Parts {
     pub cache: Arc<Cache>,
     /// What the admin listener shows; the proxy counts into it.
     pub status: Arc<Status>,
+    /// The cluster whose shared cache a miss asks, when there is one.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// The proxy: everything a call needs, shared by all connections.
@@ -71,6 +74,11 @@ pub struct Proxy {
     budget: Budget,
     cache: Arc<Cache>,
     status: Arc<Status>,
+    cluster: Option<Arc<Cluster>>,
+    /// Longest a fetch for the shared cache keeps its lease: a call's wait and the store's time.
+    lease_for: Duration,
+    /// The shared cache's bound in bytes (`cache.max_size`).
+    shared_max: u64,
     /// What a reload may change while calls go on.
     live: RwLock<Arc<Live>>,
     ids: RequestIds,
@@ -105,6 +113,9 @@ impl Proxy {
             budget: parts.budget,
             cache: parts.cache,
             status: parts.status,
+            cluster: parts.cluster,
+            lease_for: settings.budget.max_wait + settings.upstream.timeout,
+            shared_max: settings.cache.max_size.as_u64(),
             live: RwLock::new(Arc::new(Live::of(settings))),
             ids: RequestIds::default(),
             dialect,
@@ -159,10 +170,10 @@ impl Proxy {
         let mut trip = Trip::default();
         let result = self.forward(&mut trip, &call.ctx, req).await;
         call.absorb(&trip);
-        if let Some(drops) = written {
-            if may_have_changed_the_store(&result, self.dialect) {
-                self.cache.apply(&drops).await;
-            }
+        if let Some(drops) = written
+            && may_have_changed_the_store(&result, self.dialect)
+        {
+            self.cache.change(&drops).await;
         }
         let (head, answer) = result?.into_parts();
         let answer = body::for_app(answer, self.receive.gap)

@@ -159,6 +159,13 @@ pub struct LoggedCall {
     pub host: Option<String>,
     /// The HTTP version the call came in (`HTTP/1.1`, `HTTP/2.0`).
     pub version: String,
+    /// The order of its arrival among every arrival and answer the simulator saw (each counts
+    /// one up), so tests can tell which calls were at the store at once without timings.
+    #[serde(default)]
+    pub arrived: u64,
+    /// The order of its answer, on the same count.
+    #[serde(default)]
+    pub answered: u64,
 }
 
 /// What the simulator has seen since it started or was reset.
@@ -217,6 +224,8 @@ struct Inner {
     in_flight: AtomicU64,
     peak: AtomicU64,
     ids: AtomicU64,
+    /// Arrivals and answers, counted together.
+    events: AtomicU64,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -284,6 +293,7 @@ impl Sim {
                 in_flight: AtomicU64::new(0),
                 peak: AtomicU64::new(0),
                 ids: AtomicU64::new(0),
+                events: AtomicU64::new(0),
                 started: Instant::now(),
                 hasher: Default::default(),
                 config,
@@ -465,6 +475,8 @@ impl Sim {
             request_id: header("x-request-id"),
             host: header("host").or_else(|| parts.uri.authority().map(|a| a.to_string())),
             version: format!("{:?}", parts.version),
+            arrived: inner.events.fetch_add(1, Ordering::SeqCst) + 1,
+            answered: 0,
         };
         let route = self.route(parts.uri.path());
         let v3 = matches!(route, Some((Api::V3, _, _)));
@@ -732,14 +744,14 @@ impl Sim {
         if gzip && !response.body().is_empty() {
             let mut encoder =
                 flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            if std::io::Write::write_all(&mut encoder, response.body()).is_ok() {
-                if let Ok(compressed) = encoder.finish() {
-                    *response.body_mut() = Bytes::from(compressed);
-                    response.headers_mut().insert(
-                        http::header::CONTENT_ENCODING,
-                        HeaderValue::from_static("gzip"),
-                    );
-                }
+            if std::io::Write::write_all(&mut encoder, response.body()).is_ok()
+                && let Ok(compressed) = encoder.finish()
+            {
+                *response.body_mut() = Bytes::from(compressed);
+                response.headers_mut().insert(
+                    http::header::CONTENT_ENCODING,
+                    HeaderValue::from_static("gzip"),
+                );
             }
         }
         if self.inner.config.dialect == Dialect::Oauth {
@@ -753,7 +765,8 @@ impl Sim {
         response
     }
 
-    fn record(&self, entry: LoggedCall) {
+    fn record(&self, mut entry: LoggedCall) {
+        entry.answered = self.inner.events.fetch_add(1, Ordering::SeqCst) + 1;
         tracing::debug!(method = %entry.method, path = %entry.path, status = entry.status, auth = %entry.auth, "sim.call");
         let mut r = lock(&self.inner.recorder);
         let stats = &mut r.stats;

@@ -2,6 +2,8 @@
 //! TCP client for what real clients refuse to send, and log capture.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,574 @@
+//! Several proxies, one store budget, one cache, one set of invalidations, through a real
+//! Redis: the machine's (each test under a cluster name of its own) or, for tests that stop
+//! and restart it, one of the test's own.
+
+mod support;
+
+use std::time::Duration;
+
+use bcproxy::app::RunningProxy;
+use bcproxy::cluster::Mode;
+use bcproxy::sim::{Fault, RunningSim, SimConfig};
+use http::Request;
+use support::redis::{OwnRedis, shared_url, unique_name};
+use support::*;
+
+fn legacy_sim(limit: u64, window_ms: u64) -> SimConfig {
+    SimConfig {
+        limit,
+        window: Duration::from_millis(window_ms),
+        ..Default::default()
+    }
+}
+
+/// Proxies `a`, `b`, `c`… in front of `sim`, sharing cluster `name` through `redis`.
+async fn cluster(
+    sim: &RunningSim,
+    redis: &str,
+    name: &str,
+    n: usize,
+    env: &[(&str, &str)],
+) -> Vec<RunningProxy> {
+    let mut proxies = Vec::new();
+    for i in 0..n {
+        let instance = ((b'a' + i as u8) as char).to_string();
+        let mut vars: Vec<(&str, &str)> = vec![
+            ("cluster.redis_url", redis),
+            ("cluster.name", name),
+            ("cluster.instance", &instance),
+        ];
+        vars.extend_from_slice(env);
+        proxies.push(start_proxy(settings(&sim.url(), "", &vars)).await);
+    }
+    proxies
+}
+
+fn mode(proxy: &RunningProxy) -> Mode {
+    proxy.status().cluster().expect("in a cluster").mode()
+}
+
+async fn all_in_mode(proxies: &[RunningProxy], want: fn(&Mode) -> bool) -> bool {
+    eventually(Duration::from_secs(8), || {
+        proxies.iter().all(|p| want(&mode(p)))
+    })
+    .await
+}
+
+/// GETs of `paths` through `proxy`, all at once.
+fn spawn_gets(
+    http: &Http,
+    proxy: &RunningProxy,
+    paths: Vec<String>,
+) -> Vec<tokio::task::JoinHandle<Reply>> {
+    paths
+        .into_iter()
+        .map(|path| {
+            let http = http.clone();
+            let url = format!("{}{path}", proxy.url());
+            tokio::spawn(async move { http.get(&url).await })
+        })
+        .collect()
+}
+
+async fn join(tasks: Vec<tokio::task::JoinHandle<Reply>>) -> Vec<Reply> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn put(url: &str, json: &str) -> Request<TestBody> {
+    Request::put(url)
+        .header("content-type", "application/json")
+        .body(body(json.to_string()))
+        .unwrap()
+}
+
+/// Demand five times the budget, spread over three processes: the store never throttles,
+/// every write goes through (on the cluster-wide write reserve), and the three together send
+/// no more than the one budget. Alone, each would have spent the whole budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_spend_one_budget() {
+    let sim = start_sim_with(legacy_sim(30, 4000)).await;
+    let name = unique_name("budget");
+    let proxies = cluster(
+        &sim,
+        &shared_url(),
+        &name,
+        3,
+        &[
+            ("budget.limit", "30"),
+            ("budget.window", "4s"),
+            ("budget.max_wait", "1500ms"),
+            ("budget.reserve_writes", "6"),
+        ],
+    )
+    .await;
+    assert!(all_in_mode(&proxies, |m| *m == Mode::Up).await);
+    let http = Http::default();
+    let mut reads = Vec::new();
+    let mut writes = Vec::new();
+    for (i, proxy) in proxies.iter().enumerate() {
+        let paths = (0..48)
+            .map(|k| format!("/api/v2/time?n={}", i * 100 + k))
+            .collect();
+        reads.extend(spawn_gets(&http, proxy, paths));
+        for w in 0..2 {
+            let http = http.clone();
+            let url = format!("{}/api/v2/brands/1", proxy.url());
+            let json = format!(r#"{{"name":"Brand {i}-{w}"}}"#);
+            writes.push(tokio::spawn(
+                async move { http.send(put(&url, &json)).await },
+            ));
+        }
+    }
+    let reads = join(reads).await;
+    let writes = join(writes).await;
+    let stats = sim.sim.stats(false);
+    assert_eq!(stats.throttled, 0, "the store throttled: {stats:?}");
+    assert!(
+        stats.calls <= 30,
+        "three processes sent {} calls on a budget of 30",
+        stats.calls
+    );
+    for w in &writes {
+        assert_eq!(w.status, 200, "a write was not made: {}", w.text());
+    }
+    let ok = reads.iter().filter(|r| r.status == 200).count();
+    let refused = reads.iter().filter(|r| r.status == 509).count();
+    assert_eq!(
+        ok + refused,
+        reads.len(),
+        "only answers and throttle answers"
+    );
+    assert_eq!(ok + writes.len(), stats.calls as usize);
+    assert!(ok >= 20, "the budget was not used: {ok} reads went");
+    // Every process shows the cluster's view of what is left.
+    for proxy in &proxies {
+        assert!(proxy.status().snapshot().budget.remaining <= 2);
+    }
+}
+
+/// A 509 seen by one process pauses all three: from the moment the store answered it, the
+/// store sees one call at a time (each probe's answer before the next call) until a probe
+/// gets through; then every call flows, and none was lost.
+#[tokio::test]
+async fn a_509_pauses_every_process_and_one_probe_goes_at_a_time() {
+    let (logs, _guard) = Logs::capture();
+    let sim = start_sim_with(legacy_sim(5, 1200)).await;
+    let name = unique_name("pause");
+    let proxies = cluster(
+        &sim,
+        &shared_url(),
+        &name,
+        3,
+        &[
+            ("budget.limit", "100"),
+            ("budget.window", "1200ms"),
+            ("budget.max_wait", "10s"),
+            ("budget.reserve_writes", "0"),
+        ],
+    )
+    .await;
+    assert!(all_in_mode(&proxies, |m| *m == Mode::Up).await);
+    sim.sim.spend(5);
+    let http = Http::default();
+    let first = spawn_gets(&http, &proxies[0], vec!["/api/v2/products/1".into()]);
+    assert!(
+        eventually(Duration::from_secs(5), || proxies[0]
+            .status()
+            .snapshot()
+            .budget
+            .paused)
+        .await,
+        "the 509 did not pause the budget"
+    );
+    let mut rest = Vec::new();
+    for (i, proxy) in proxies.iter().enumerate() {
+        let paths = (0..4)
+            .map(|k| format!("/api/v2/products/{}", 2 + i * 4 + k))
+            .collect();
+        rest.extend(spawn_gets(&http, proxy, paths));
+    }
+    let mut replies = join(first).await;
+    replies.extend(join(rest).await);
+    assert!(
+        replies.iter().all(|r| r.status == 200),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let mut log = sim.sim.stats(true).log;
+    log.sort_by_key(|c| c.arrived);
+    let first_509 = log.iter().position(|c| c.status == 509).expect("a 509");
+    let through = log[first_509..]
+        .iter()
+        .position(|c| c.status == 200)
+        .expect("a probe got through")
+        + first_509;
+    assert!(
+        through > first_509 + 1,
+        "no probe was refused: the test proves nothing"
+    );
+    for pair in log[first_509..=through].windows(2) {
+        assert!(
+            pair[1].arrived > pair[0].answered,
+            "two calls at the store at once while paused: {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    assert_eq!(log.iter().filter(|c| c.status == 200).count(), 13);
+    let lines = logs.lines();
+    assert!(lines.iter().any(|l| l["message"] == "budget.paused"));
+}
+
+/// A write through A drops the product from the shared cache and, once B has the
+/// invalidation, from B's own cache: B then shows the new product.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_one_process_is_seen_through_the_others() {
+    let sim = start_sim().await;
+    let name = unique_name("write");
+    let proxies = cluster(
+        &sim,
+        &shared_url(),
+        &name,
+        2,
+        &[("cache.enabled", "true"), ("cache.ttl", "60s")],
+    )
+    .await;
+    assert!(all_in_mode(&proxies, |m| *m == Mode::Up).await);
+    let (a, b) = (&proxies[0], &proxies[1]);
+    let http = Http::default();
+    let url = |p: &RunningProxy| format!("{}/api/v2/products/5", p.url());
+    let first = http.get(&url(a)).await;
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    let old_name = first.json()["name"].as_str().unwrap().to_string();
+    let shared = http.get(&url(b)).await;
+    assert_eq!(
+        shared.header("x-cache"),
+        Some("SHARED"),
+        "B asked the shared cache"
+    );
+    assert_eq!(http.get(&url(b)).await.header("x-cache"), Some("HIT"));
+    assert_eq!(sim.sim.stats(false).calls, 1);
+
+    let received = |p: &RunningProxy| {
+        p.status()
+            .cluster()
+            .unwrap()
+            .view()
+            .counts
+            .invalidations_received
+    };
+    let before = received(b);
+    let written = http
+        .send(put(&url(a), r#"{"name":"Renamed through A ✓"}"#))
+        .await;
+    assert_eq!(written.status, 200, "{}", written.text());
+    assert!(
+        eventually(Duration::from_secs(5), || received(b) > before).await,
+        "B never heard of the write"
+    );
+    let after = http.get(&url(b)).await;
+    assert_eq!(
+        after.json()["name"],
+        "Renamed through A ✓",
+        "B served {old_name:?}"
+    );
+    assert_eq!(after.header("x-cache"), Some("MISS"));
+    // And A, whose shared entry went with the write, gets B's fresh answer.
+    let a_after = http.get(&url(a)).await;
+    assert_eq!(a_after.json()["name"], "Renamed through A ✓");
+    assert_eq!(a_after.header("x-cache"), Some("SHARED"));
+}
+
+/// Twenty concurrent GETs of one key, over two processes, make one store call: one leads, the
+/// others share its answer (in its process) or wait for it in the shared cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_across_processes_make_one_store_call() {
+    let sim = start_sim().await;
+    sim.sim.set_latency(Duration::from_millis(300));
+    let name = unique_name("coalesce");
+    let proxies = cluster(&sim, &shared_url(), &name, 2, &[("cache.enabled", "true")]).await;
+    assert!(all_in_mode(&proxies, |m| *m == Mode::Up).await);
+    let http = Http::default();
+    let path = "/api/v2/products?page=1&limit=5".to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        for proxy in &proxies {
+            tasks.extend(spawn_gets(&http, proxy, vec![path.clone()]));
+        }
+    }
+    let replies = join(tasks).await;
+    assert_eq!(sim.sim.stats(false).calls, 1, "more than one store call");
+    let body = replies[0].text();
+    let mut outcomes: Vec<&str> = Vec::new();
+    for r in &replies {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), body);
+        outcomes.push(r.header("x-cache").unwrap());
+    }
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "MISS").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(outcomes.contains(&"SHARED"), "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| ["MISS", "COALESCED", "SHARED"].contains(o)),
+        "{outcomes:?}"
+    );
+}
+
+/// A GET that was at the store when another process wrote the same product never puts the
+/// old answer back: not in its own cache, not in the shared one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_in_flight_during_a_write_elsewhere_is_not_stored() {
+    let sim = start_sim().await;
+    let name = unique_name("inflight");
+    let proxies = cluster(&sim, &shared_url(), &name, 3, &[("cache.enabled", "true")]).await;
+    assert!(all_in_mode(&proxies, |m| *m == Mode::Up).await);
+    let (a, b, c) = (&proxies[0], &proxies[1], &proxies[2]);
+    let http = Http::default();
+    let path = "/api/v2/products/7";
+    // B's GET reads the old product, and its answer is held back at the store.
+    sim.sim.inject(Fault::Delay { ms: 800 }, 1);
+    let slow = spawn_gets(&http, b, vec![path.into()]);
+    assert!(
+        eventually(Duration::from_secs(5), || sim.sim.stats(false).calls == 1).await,
+        "B's GET never reached the store"
+    );
+    let written = http
+        .send(put(&format!("{}{path}", a.url()), r#"{"name":"New name"}"#))
+        .await;
+    assert_eq!(written.status, 200);
+    let old = join(slow).await.remove(0);
+    assert_eq!(old.status, 200);
+    assert_ne!(
+        old.json()["name"],
+        "New name",
+        "the delay did not hold the old answer"
+    );
+    for p in [b, c, a] {
+        let now = http.get(&format!("{}{path}", p.url())).await;
+        assert_eq!(
+            now.json()["name"],
+            "New name",
+            "{} served the old product",
+            p.url()
+        );
+    }
+}
+
+/// A process holding the lease for a key dies (its lease is left in Redis, unrenewed): the
+/// others wait for it while it lasts, then one takes over, and the store is called once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_holder_is_taken_over_when_its_lease_ends() {
+    let sim = start_sim().await;
+    let name = unique_name("takeover");
+    let proxies = cluster(&sim, &shared_url(), &name, 1, &[("cache.enabled", "true")]).await;
+    assert!(all_in_mode(&proxies, |m| *m == Mode::Up).await);
+    let path = "/api/v2/products/3";
+    let key = bcproxy::cache::Key {
+        target: path.into(),
+        xml: false,
+        gzip: false,
+    };
+    let lock = bcproxy::cluster::Keys::new(&name)
+        .key(&format!("l:{}", bcproxy::cluster::shared::hash(&key)));
+    let mut con = support::redis::connect(&shared_url()).await;
+    let _: () = ::redis::cmd("SET")
+        .arg(&lock)
+        .arg("a-process-that-died")
+        .arg("PX")
+        .arg(1500)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let http = Http::default();
+    let waiting = spawn_gets(&http, &proxies[0], vec![path.into()]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sim.sim.stats(false).calls,
+        0,
+        "it did not wait for the holder"
+    );
+    assert!(!waiting[0].is_finished());
+    let reply = join(waiting).await.remove(0);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-cache"), Some("MISS"));
+    assert_eq!(sim.sim.stats(false).calls, 1);
+}
+
+/// Redis stops mid-run: every process goes on, degraded, each within its share of what the
+/// cluster had left; Redis comes back empty: each adds its own sends back before sending
+/// more. The store never throttles.
+#[tokio::test]
+async fn redis_going_away_and_coming_back_empty_never_overspends() {
+    let (logs, _guard) = Logs::capture();
+    let mut redis = OwnRedis::start(&[]).await;
+    let sim = start_sim_with(legacy_sim(30, 8000)).await;
+    let name = unique_name("outage");
+    let proxies = cluster(
+        &sim,
+        &redis.url(),
+        &name,
+        3,
+        &[
+            ("budget.limit", "30"),
+            ("budget.window", "8s"),
+            ("budget.max_wait", "300ms"),
+            ("budget.reserve_writes", "0"),
+            ("cluster.expected_instances", "3"),
+        ],
+    )
+    .await;
+    assert!(all_in_mode(&proxies, |m| *m == Mode::Up).await);
+    let http = Http::default();
+    let gets = |round: usize, n: usize| -> Vec<tokio::task::JoinHandle<Reply>> {
+        let mut tasks = Vec::new();
+        for (i, proxy) in proxies.iter().enumerate() {
+            let paths = (0..n)
+                .map(|k| format!("/api/v2/time?n={}", round * 1000 + i * 100 + k))
+                .collect();
+            tasks.extend(spawn_gets(&http, proxy, paths));
+        }
+        tasks
+    };
+    // 15 of 30 spent while connected.
+    let first = join(gets(1, 5)).await;
+    assert!(
+        first.iter().all(|r| r.status == 200),
+        "{:?}",
+        first.iter().map(|r| r.text()).collect::<Vec<_>>()
+    );
+
+    redis.stop();
+    assert!(
+        all_in_mode(&proxies, |m| matches!(m, Mode::Degraded(_))).await,
+        "not degraded"
+    );
+    // Each may now spend at most its share (10), its own 5 included.
+    let second = join(gets(2, 20)).await;
+    let ok = second.iter().filter(|r| r.status == 200).count();
+    assert!(second.iter().all(|r| [200, 509].contains(&r.status)));
+    assert!(ok >= 10, "degraded processes refused everything: {ok}");
+    assert!(ok <= 15, "degraded processes overspent: {ok} more sends");
+    assert_eq!(sim.sim.stats(false).throttled, 0);
+    // The process keeps answering while degraded, and readiness is not affected.
+    assert!(
+        logs.lines()
+            .iter()
+            .any(|l| l["message"] == "cluster.degraded")
+    );
+
+    redis.restart().await;
+    assert!(
+        all_in_mode(&proxies, |m| *m == Mode::Up).await,
+        "not restored"
+    );
+    let third = join(gets(3, 10)).await;
+    let stats = sim.sim.stats(false);
+    assert_eq!(stats.throttled, 0, "{stats:?}");
+    assert!(
+        stats.calls <= 30,
+        "{} calls on a budget of 30: the sends made before the restart were forgotten",
+        stats.calls
+    );
+    assert!(third.iter().all(|r| [200, 509].contains(&r.status)));
+    assert!(
+        logs.lines()
+            .iter()
+            .any(|l| l["message"] == "cluster.restored")
+    );
+    // The shared ledger holds every process's sends again.
+    let keys = support::redis::keys_of(&redis.url(), &name).await;
+    assert!(keys.iter().any(|k| k.ends_with(":sends")), "{keys:?}");
+}
+
+/// A wrong Redis password: the proxy serves, degraded, says why, and the password appears
+/// nowhere (logs, `/status`). With the right one (from a file) it connects.
+#[tokio::test]
+async fn a_wrong_password_is_a_clear_degraded_reason_and_never_shown() {
+    let (logs, _guard) = Logs::capture();
+    let redis = OwnRedis::start(&["--requirepass", "right-horse-battery"]).await;
+    let sim = start_sim().await;
+    let name = unique_name("auth");
+    let wrong = "wrong-staple-9f3a";
+    let proxy = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[
+            ("cluster.redis_url", &redis.url()),
+            ("cluster.name", &name),
+            ("cluster.redis_password", wrong),
+            ("admin.addr", "127.0.0.1:0"),
+        ],
+    ))
+    .await;
+    assert!(
+        eventually(Duration::from_secs(5), || matches!(
+            mode(&proxy),
+            Mode::Degraded(ref r) if r.contains("authentication failed")
+        ))
+        .await,
+        "{:?}",
+        mode(&proxy)
+    );
+    let http = Http::default();
+    let reply = http.get(&format!("{}/api/v2/time", proxy.url())).await;
+    assert_eq!(reply.status, 200, "degraded still serves");
+    let status = proxy.status().snapshot();
+    let view = status.cluster.as_ref().unwrap();
+    assert_eq!(view.mode, "degraded");
+    let text = logs.text();
+    assert!(text.contains("cluster.degraded"));
+    assert!(text.contains("authentication failed"));
+    for secret in [wrong, "right-horse-battery"] {
+        assert!(!text.contains(secret), "the password reached the log");
+        assert!(!format!("{view:?}").contains(secret));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("redis-password");
+    std::fs::write(&file, "right-horse-battery\n").unwrap();
+    let right = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[
+            ("cluster.redis_url", &redis.url()),
+            ("cluster.name", &name),
+            ("cluster.redis_password_file", file.to_str().unwrap()),
+        ],
+    ))
+    .await;
+    assert!(eventually(Duration::from_secs(5), || mode(&right) == Mode::Up).await);
+    assert!(!logs.text().contains("right-horse-battery"));
+}
+
+/// Every key the cluster writes carries its hash tag and format version, and expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_carry_the_hash_tag_the_version_and_an_expiry() {
+    let sim = start_sim().await;
+    let name = unique_name("keys");
+    let proxies = cluster(&sim, &shared_url(), &name, 1, &[("cache.enabled", "true")]).await;
+    assert!(all_in_mode(&proxies, |m| *m == Mode::Up).await);
+    let http = Http::default();
+    http.get(&format!("{}/api/v2/products/1", proxies[0].url()))
+        .await;
+    let keys = support::redis::keys_of(&shared_url(), &name).await;
+    assert!(keys.len() >= 5, "{keys:?}");
+    let mut con = support::redis::connect(&shared_url()).await;
+    for key in &keys {
+        assert!(key.starts_with(&format!("bcproxy:{{{name}}}:v1:")), "{key}");
+        let ttl: i64 = ::redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key} never expires ({ttl})");
+    }
+}
