@@ -247,6 +247,7 @@ fn status_json(status: &Status) -> serde_json::Value {
                 "seen_ms_ago": ago.as_millis() as u64,
             })).collect::<Vec<_>>(),
             "sharing": cl.sharing,
+            "recovering": cl.recovering,
             "shared_cache": cl.shared_cache,
             "budget": {
                 "remaining": s.budget.remaining,

@@ -219,6 +219,18 @@ fn check(args: ConfigArgs) -> Result<(), Failure> {
             println!("#   {rule}");
         }
     }
+    let cluster = &settings.cluster;
+    if cluster.enabled() {
+        let name = cluster
+            .name_for(&settings.upstream, settings.budget.dialect)
+            .unwrap_or_default();
+        println!("\n# Cluster: processes named {name:?} share one budget, pause and cache;");
+        println!(
+            "# this one is {:?}; keys bcproxy:{{{name}}}:{}:*",
+            cluster.instance_name(),
+            crate::cluster::FORMAT
+        );
+    }
     Ok(())
 }
 

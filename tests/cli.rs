@@ -122,6 +122,58 @@ async fn bad_config_exits_2_naming_the_key() {
             assert!(!stderr.contains("very-secret-key-123"), "{stderr}");
         }
     }
+    // The [cluster] keys are checked too; a password never shows in the error.
+    let cluster_cases = [
+        (
+            "cluster-key.toml",
+            format!("{GOOD}\n[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\nnmae = \"x\"\n"),
+            "cluster.nmae",
+        ),
+        (
+            "cluster-pw.toml",
+            format!(
+                "{GOOD}\n[cluster]\nredis_url = \"redis://app:hunter2-redis@127.0.0.1:6379/0\"\n"
+            ),
+            "cluster.redis_url",
+        ),
+        (
+            "cluster-scheme.toml",
+            format!("{GOOD}\n[cluster]\nredis_url = \"http://127.0.0.1:6379\"\n"),
+            "cluster.redis_url",
+        ),
+        (
+            "cluster-oauth.toml",
+            format!(
+                "{}\n[budget]\ndialect = \"oauth\"\n[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n",
+                GOOD.replace(
+                    "username = \"admin\"",
+                    "auth = \"token\"\nclient_id = \"c\""
+                )
+            ),
+            "cluster.name",
+        ),
+        (
+            "cluster-n.toml",
+            format!(
+                "{GOOD}\n[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\nexpected_instances = 0\n"
+            ),
+            "cluster.expected_instances",
+        ),
+    ];
+    for (name, text, key) in cluster_cases {
+        let path = write(dir.path(), name, &text);
+        let out = bcproxy(&["check", "--config", &path])
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "{name}: {stderr:?} does not name {key}"
+        );
+        assert!(!stderr.contains("hunter2-redis"), "{stderr}");
+    }
     let missing = bcproxy(&["check", "--config", "/nonexistent/bcproxy.toml"])
         .output()
         .await
@@ -261,6 +313,73 @@ async fn run_drains_in_flight_calls_on_sigterm() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still accepting after shutdown"
     );
+}
+
+/// In a cluster, `check` names the cluster (the store's host and user by default) and the
+/// Redis password stays redacted; `run` puts the instance on every event it logs.
+#[tokio::test]
+async fn a_cluster_member_names_itself_on_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "cluster.toml",
+        &format!("{GOOD}\n[cluster]\nredis_url = \"redis://127.0.0.1:6379/0\"\n"),
+    );
+    let out = bcproxy(&["check", "--config", &path])
+        .env("BCPROXY__CLUSTER__REDIS_PASSWORD", "redis-pw-77")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("processes named \"store-abc123.mybigcommerce.com/admin\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("redis-pw-77"), "{stdout}");
+
+    let sim = start_sim().await;
+    let name = support::redis::unique_name("cli");
+    let config = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\nusername = \"{}\"\n[admin]\naddr = \"\"\n[cluster]\nredis_url = \"{}\"\nname = \"{name}\"\ninstance = \"pod-7\"\n",
+        sim.url(),
+        bcproxy::sim::DEFAULT_USERNAME,
+        support::redis::shared_url(),
+    );
+    let path = write(dir.path(), "run.toml", &config);
+    let mut child = bcproxy(&["--config", &path])
+        .env("BCPROXY__UPSTREAM__API_KEY", bcproxy::sim::DEFAULT_API_KEY)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let start = next_json(&mut stdout, "start").await;
+    let addr: std::net::SocketAddr = start["listen"].as_str().unwrap().parse().unwrap();
+    let reply = Http::default()
+        .get(&format!("http://{addr}/api/v2/time"))
+        .await;
+    assert_eq!(reply.status, 200);
+    signal(&child, "TERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut lines = vec![start];
+    while let Ok(Some(line)) = stdout.next_line().await {
+        lines.push(serde_json::from_str(&line).unwrap());
+    }
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+    for wanted in ["start", "access", "shutdown"] {
+        assert!(messages.contains(&wanted), "{messages:?}");
+    }
+    for line in &lines {
+        assert_eq!(line["instance"], "pod-7", "{line}");
+    }
 }
 
 /// `bcproxy demo` needs no config or credentials, prints curl lines that work, and stops

@@ -470,6 +470,17 @@ async fn redis_going_away_and_coming_back_empty_never_overspends() {
         all_in_mode(&proxies, |m| *m == Mode::Up).await,
         "not restored"
     );
+    // Once every process has rejoined, none keeps to its share any more: the shared ledger
+    // alone decides, and it must hold every send made before.
+    assert!(
+        eventually(Duration::from_secs(5), || proxies.iter().all(|p| !p
+            .status()
+            .cluster()
+            .unwrap()
+            .view()
+            .recovering))
+        .await
+    );
     let third = join(gets(3, 10)).await;
     let stats = sim.sim.stats(false);
     assert_eq!(stats.throttled, 0, "{stats:?}");
@@ -570,5 +581,333 @@ async fn keys_carry_the_hash_tag_the_version_and_an_expiry() {
             .await
             .unwrap();
         assert!(ttl > 0, "{key} never expires ({ttl})");
+    }
+}
+
+/// `rediss://` trusts what the upstream trusts: with the CA in `upstream.ca_file` it
+/// connects; without it, the server's certificate is refused (degraded, saying why).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_trusts_what_the_upstream_trusts() {
+    let files = tls_files();
+    let redis = OwnRedis::start_tls(&files).await;
+    let sim = start_sim().await;
+    let name = unique_name("tls");
+    let url = redis.url();
+    let trusted = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[
+            ("cluster.redis_url", &url),
+            ("cluster.name", &name),
+            ("upstream.ca_file", files.ca.to_str().unwrap()),
+        ],
+    ))
+    .await;
+    assert!(
+        eventually(Duration::from_secs(5), || mode(&trusted) == Mode::Up).await,
+        "{:?}",
+        mode(&trusted)
+    );
+    let stranger = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[("cluster.redis_url", &url), ("cluster.name", &name)],
+    ))
+    .await;
+    assert!(
+        eventually(Duration::from_secs(5), || matches!(
+            mode(&stranger),
+            Mode::Degraded(_)
+        ))
+        .await,
+        "{:?}",
+        mode(&stranger)
+    );
+    let Mode::Degraded(reason) = mode(&stranger) else {
+        unreachable!()
+    };
+    assert!(reason.to_lowercase().contains("certificate"), "{reason}");
+}
+
+/// A Redis user from the URL (ACL) with its password from the environment; a user that may
+/// not read the server's config still connects (the eviction check is skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_in_the_url_connects() {
+    let redis = OwnRedis::start(&[
+        "--user",
+        "bcproxy",
+        "on",
+        ">acl-pass-5521",
+        "~*",
+        "&*",
+        "+@all",
+        "-config",
+    ])
+    .await;
+    let sim = start_sim().await;
+    let name = unique_name("acl");
+    let url = format!("redis://bcproxy@127.0.0.1:{}/0", redis.port);
+    let proxy = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[
+            ("cluster.redis_url", &url),
+            ("cluster.name", &name),
+            ("cluster.redis_password", "acl-pass-5521"),
+            ("cache.enabled", "true"),
+        ],
+    ))
+    .await;
+    assert!(
+        eventually(Duration::from_secs(5), || mode(&proxy) == Mode::Up).await,
+        "{:?}",
+        mode(&proxy)
+    );
+    let http = Http::default();
+    let reply = http
+        .get(&format!("{}/api/v2/products/2", proxy.url()))
+        .await;
+    assert_eq!(reply.status, 200);
+    let keys = support::redis::keys_of(&redis.url(), &name).await;
+    assert!(keys.iter().any(|k| k.contains(":c:")), "{keys:?}");
+}
+
+/// An eviction policy that could drop the budget's keys gets a warning at connect; the
+/// cluster still works.
+#[tokio::test]
+async fn an_eviction_policy_that_could_drop_budget_keys_is_warned_about() {
+    let (logs, _guard) = Logs::capture();
+    let redis =
+        OwnRedis::start(&["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"]).await;
+    let sim = start_sim().await;
+    let name = unique_name("evict");
+    let proxy = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[("cluster.redis_url", &redis.url()), ("cluster.name", &name)],
+    ))
+    .await;
+    assert!(eventually(Duration::from_secs(5), || mode(&proxy) == Mode::Up).await);
+    let lines = logs.lines();
+    let warning = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("cluster.eviction_policy"))
+        })
+        .expect("no warning about allkeys-lru");
+    assert_eq!(warning["policy"], "allkeys-lru");
+    assert!(!lines.iter().any(|l| l["message"] == "cluster.degraded"));
+}
+
+/// Degraded is a mode, not an outage: `/readyz` stays 200, `/metrics` says the cluster is
+/// down, `/status` says why, and calls are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_stays_ready_and_says_so() {
+    let sim = start_sim().await;
+    let name = unique_name("ready");
+    let dead = dead_port().await;
+    let url = format!("redis://{dead}/0");
+    let proxy = start_proxy_with_admin(
+        settings(
+            &sim.url(),
+            "",
+            &[
+                ("cluster.redis_url", &url),
+                ("cluster.name", &name),
+                ("cluster.expected_instances", "4"),
+                ("budget.limit", "400"),
+            ],
+        ),
+        None,
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(5), || matches!(
+            mode(&proxy),
+            Mode::Degraded(ref r) if r.contains("connection refused")
+        ))
+        .await,
+        "{:?}",
+        mode(&proxy)
+    );
+    let http = Http::default();
+    let served = http.get(&format!("{}/api/v2/time", proxy.url())).await;
+    assert_eq!(served.status, 200, "{}", served.text());
+    let admin = format!("http://{}", proxy.admin_addr.expect("admin listener"));
+    assert_eq!(http.get(&format!("{admin}/readyz")).await.status, 200);
+    let metrics = http.get(&format!("{admin}/metrics")).await.text();
+    assert!(metrics.contains("bcproxy_cluster_up 0"), "{metrics}");
+    let status = http.get(&format!("{admin}/status")).await.json();
+    assert_eq!(status["cluster"]["mode"], "degraded");
+    assert!(
+        status["cluster"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused")
+    );
+    assert_eq!(status["cluster"]["sharing"], 4);
+    // Alone, it spends its share: 400 / 4.
+    assert_eq!(status["budget"]["limit"], 400);
+    assert!(
+        status["budget"]["remaining"].as_u64().unwrap() <= 100,
+        "{status}"
+    );
+}
+
+/// The shared cache on its own: an answer fetched under a lease is stored, unless a change
+/// to what it depends on came after the lease was claimed (from any process) — then it is
+/// refused, even when no invalidation reached the fetching process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_cache_refuses_an_answer_fetched_before_a_change() {
+    use bcproxy::cache::{Cache, Drops, Key};
+    use bcproxy::cluster::Cluster;
+    use bcproxy::cluster::shared::Claim;
+
+    let sim = start_sim().await;
+    let name = unique_name("gens");
+    let s = settings(
+        &sim.url(),
+        "",
+        &[
+            ("cluster.redis_url", &shared_url()),
+            ("cluster.name", &name),
+            ("cache.enabled", "true"),
+        ],
+    );
+    let cluster = Cluster::new(&s).unwrap();
+    cluster.start();
+    cluster.started(Duration::from_secs(2)).await;
+    assert_eq!(cluster.mode(), Mode::Up);
+    let cache = Cache::new(&s.cache);
+    let key = |target: &str| Key {
+        target: target.into(),
+        xml: false,
+        gzip: false,
+    };
+    let entry = |k: &Key| {
+        cache
+            .entry(
+                k,
+                http::HeaderMap::new(),
+                bytes::Bytes::from_static(b"{\"id\":5}"),
+                Duration::from_secs(60),
+                cache.mark(),
+                tokio::time::Instant::now(),
+            )
+            .unwrap()
+    };
+    let max = 1 << 20;
+
+    // Claimed, then a write to the product elsewhere: the answer is refused.
+    let product = key("/api/v2/products/5");
+    let Claim::Lead(lease) = cluster.claim(&product, Duration::from_secs(5)).await else {
+        panic!("the first claim leads")
+    };
+    assert!(matches!(
+        cluster.claim(&product, Duration::from_secs(5)).await,
+        Claim::Wait(_)
+    ));
+    let couplings = cache.couplings();
+    let write = bcproxy::cache::resource::after_write(
+        &http::Method::PUT,
+        "/stores/abc/v3/catalog/products/5",
+        &couplings,
+    );
+    cluster.spread(&write).await;
+    assert!(
+        !cluster.put(lease, &entry(&product), max).await,
+        "stored an answer older than the write"
+    );
+    assert!(cluster.peek(&product).await.is_none());
+
+    // Claimed after the write: stored, and found by the next claim.
+    let Claim::Lead(lease) = cluster.claim(&product, Duration::from_secs(5)).await else {
+        panic!("the lease was released")
+    };
+    assert!(cluster.put(lease, &entry(&product), max).await);
+    assert!(matches!(
+        cluster.claim(&product, Duration::from_secs(5)).await,
+        Claim::Found(_)
+    ));
+
+    // Another member of the collection is untouched by a write to this one; a purge of
+    // everything drops it, and refuses what was claimed before it.
+    let other = key("/api/v2/products/7");
+    let Claim::Lead(lease) = cluster.claim(&other, Duration::from_secs(5)).await else {
+        panic!()
+    };
+    cluster.spread(&write).await;
+    assert!(
+        cluster.put(lease, &entry(&other), max).await,
+        "product 7 was not written"
+    );
+    let list = key("/api/v2/products?page=1");
+    let Claim::Lead(lease) = cluster.claim(&list, Duration::from_secs(5)).await else {
+        panic!()
+    };
+    cluster.spread(&Drops::everything()).await;
+    assert!(!cluster.put(lease, &entry(&list), max).await);
+    assert!(
+        cluster.peek(&other).await.is_none(),
+        "everything means everything"
+    );
+}
+
+/// OAuth: the store's own fixed window and quota, learnt by any process from the store's
+/// headers, govern all three: five windows' worth of calls spread over three processes go
+/// through without one 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_processes_share_the_stores_window() {
+    let sim = start_sim_with(SimConfig {
+        dialect: bcproxy::dialect::Dialect::Oauth,
+        limit: 6,
+        window: Duration::from_millis(800),
+        ..Default::default()
+    })
+    .await;
+    let name = unique_name("oauth");
+    let upstream = format!("{}/stores/{}", sim.url(), bcproxy::sim::DEFAULT_STORE_HASH);
+    let mut proxies = Vec::new();
+    for instance in ["a", "b", "c"] {
+        let s = settings(
+            &upstream,
+            "",
+            &[
+                ("upstream.auth", "token"),
+                ("budget.dialect", "oauth"),
+                ("budget.limit", "6"),
+                ("budget.window", "800ms"),
+                ("budget.max_wait", "10s"),
+                ("budget.reserve_writes", "0"),
+                ("cluster.redis_url", &shared_url()),
+                ("cluster.name", &name),
+                ("cluster.instance", instance),
+            ],
+        );
+        proxies.push(start_proxy(s).await);
+    }
+    assert!(all_in_mode(&proxies, |m| *m == Mode::Up).await);
+    let http = Http::default();
+    let mut tasks = Vec::new();
+    for (i, proxy) in proxies.iter().enumerate() {
+        let paths = (0..10)
+            .map(|k| format!("/v3/catalog/products/{}", 1 + (i * 10 + k) % 20))
+            .collect();
+        tasks.extend(spawn_gets(&http, proxy, paths));
+    }
+    let replies = join(tasks).await;
+    assert!(
+        replies.iter().all(|r| r.status == 200),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let stats = sim.sim.stats(false);
+    assert_eq!(stats.throttled, 0, "{stats:?}");
+    assert_eq!(stats.calls, 30);
+    // Every process shows the store's quota, as the store stated it.
+    for p in &proxies {
+        assert_eq!(p.status().snapshot().budget.limit, 6);
     }
 }

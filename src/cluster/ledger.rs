@@ -69,6 +69,8 @@ struct State {
 struct Fallback {
     allowance: Arc<MemoryAllowance>,
     since: Instant,
+    /// The cluster's limit when it was made.
+    limit: u64,
     /// This process's share of the budget.
     share: u64,
     /// True once the cluster's count from before the outage no longer counts.
@@ -293,6 +295,7 @@ impl SharedAllowance {
         state.fallback = Some(Fallback {
             allowance: allowance.clone(),
             since: now,
+            limit,
             share,
             relaxed: ceiling == share,
         });
@@ -413,6 +416,14 @@ impl SharedAllowance {
     fn take_locally(&self, reserve: u64) -> Taken {
         let fallback = self.fallback();
         self.relax_if_due();
+        // Alone, the process keeps its share of the write reserve.
+        let reserve = {
+            let state = lock(&self.state);
+            match &state.fallback {
+                Some(f) => reserve.saturating_mul(f.share) / f.limit.max(1),
+                None => reserve,
+            }
+        };
         match futures_now(fallback.take(reserve)) {
             Taken::Granted { grant, resumed } => {
                 let grant = Grant {
@@ -638,6 +649,7 @@ impl Allowance for SharedAllowance {
         state.window = window;
         let n = self.cluster.sharing();
         if let Some(f) = &mut state.fallback {
+            f.limit = limit;
             f.share = limit / n;
             f.allowance.reconfigure(limit, window);
             f.allowance.set_ceiling(Some(f.share));
@@ -692,6 +704,15 @@ impl SharedAllowance {
             self.cluster.changes.resumed(&self.cluster).await;
         }
         Ok(Observed { paused, resumed })
+    }
+
+    /// True while, back from an outage, this process keeps to its share until the instances
+    /// it saw before have rejoined (or a window has passed).
+    pub fn recovering(&self) -> bool {
+        lock(&self.state)
+            .recovering
+            .as_ref()
+            .is_some_and(|r| Instant::now() < r.until)
     }
 
     /// Wakes the queue: budget may have freed elsewhere in the cluster.

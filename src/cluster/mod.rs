@@ -87,6 +87,9 @@ pub struct View {
     pub sharing: u64,
     /// Whether GET answers are shared.
     pub shared_cache: bool,
+    /// True while, back from an outage, this process keeps to its share until the others
+    /// have rejoined.
+    pub recovering: bool,
     /// Running totals.
     pub counts: Counts,
     /// Redis round trips, in seconds.
@@ -376,6 +379,7 @@ impl Cluster {
             instances: self.seen_lately(),
             sharing: self.sharing(),
             shared_cache: self.shared_cache,
+            recovering: self.budget().is_some_and(|b| b.recovering()),
             counts: Counts {
                 errors: self.errors.load(Ordering::Relaxed),
                 shared_hits: self.shared_hits.load(Ordering::Relaxed),

@@ -136,6 +136,12 @@ impl Cluster {
                 "must not carry a password (the value is not shown): use cluster.redis_password_file or BCPROXY__CLUSTER__REDIS_PASSWORD; a user name may stay",
             ));
         }
+        if url.contains('#') {
+            return Err(ConfigError::new(
+                "cluster.redis_url",
+                "must not carry a fragment such as #insecure: Redis's TLS certificate is always checked (trust its CA with upstream.ca_file)",
+            ));
+        }
         if redis::Client::open(url).is_err() {
             return Err(ConfigError::new(
                 "cluster.redis_url",

@@ -264,6 +264,57 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_is_named_after_what_shares_a_budget() {
+        let cluster = |extra: &str| {
+            let s = load(&format!(
+                "{BASE}\n[cluster]\nredis_url = \"redis://r:6379\"\n{extra}"
+            ))
+            .unwrap();
+            s.cluster.name_for(&s.upstream, s.budget.dialect)
+        };
+        // Legacy: the budget is per credential, so the host and the user.
+        assert_eq!(
+            cluster("").as_deref(),
+            Some("store-abc123.mybigcommerce.com/admin")
+        );
+        assert_eq!(cluster("name = \"erp\"").as_deref(), Some("erp"));
+        // OAuth: the quota is per store, so the store's hash from the URL.
+        let oauth = format!(
+            "[upstream]\nurl = \"https://api.bigcommerce.com/stores/abc123\"\nauth = \"token\"\napi_key = \"t\"\nclient_id = \"c\"\n[budget]\ndialect = \"oauth\"\n[cluster]\nredis_url = \"redis://r\"\n"
+        );
+        let s = load(&oauth).unwrap();
+        assert_eq!(
+            s.cluster.name_for(&s.upstream, s.budget.dialect).as_deref(),
+            Some("stores/abc123")
+        );
+        let no_hash = oauth.replace("/stores/abc123", "");
+        assert_eq!(err_key(&no_hash), "cluster.name");
+        assert_eq!(
+            err_key(&format!("{no_hash}name = \"a{{b}}\"\n")),
+            "cluster.name"
+        );
+        // The key never names the cluster, and a password never sits in the URL.
+        let s = load(BASE).unwrap();
+        assert!(!s.cluster.enabled());
+        assert_eq!(
+            err_key(&format!(
+                "{BASE}\n[cluster]\nredis_url = \"redis://u:pw@r:6379\"\n"
+            )),
+            "cluster.redis_url"
+        );
+        assert_eq!(
+            err_key(&format!(
+                "{BASE}\n[cluster]\nredis_url = \"rediss://r:6379/#insecure\"\n"
+            )),
+            "cluster.redis_url"
+        );
+        let both = format!(
+            "{BASE}\n[cluster]\nredis_url = \"redis://r\"\nredis_password = \"a\"\nredis_password_file = \"/nonexistent\"\n"
+        );
+        assert_eq!(err_key(&both), "cluster.redis_password");
+    }
+
+    #[test]
     fn defaults_follow_the_contract() {
         let s = load(BASE).unwrap();
         assert_eq!(s.listen.addr.to_string(), "127.0.0.1:8080");

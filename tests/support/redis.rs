@@ -48,12 +48,32 @@ pub async fn keys_of(url: &str, name: &str) -> Vec<String> {
 pub struct OwnRedis {
     pub port: u16,
     args: Vec<String>,
+    tls: bool,
     child: Option<Child>,
 }
 
 impl OwnRedis {
     /// Starts one with extra arguments (`["--requirepass", "…"]`).
     pub async fn start(args: &[&str]) -> OwnRedis {
+        OwnRedis::launch(args, false).await
+    }
+
+    /// Starts one that speaks only TLS, with the certificate and key of `files`.
+    pub async fn start_tls(files: &super::TlsFiles) -> OwnRedis {
+        let args = [
+            "--tls-cert-file",
+            files.cert.to_str().unwrap(),
+            "--tls-key-file",
+            files.key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            files.ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ];
+        OwnRedis::launch(&args, true).await
+    }
+
+    async fn launch(args: &[&str], tls: bool) -> OwnRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -62,6 +82,7 @@ impl OwnRedis {
         let mut redis = OwnRedis {
             port,
             args: args.iter().map(|a| a.to_string()).collect(),
+            tls,
             child: None,
         };
         redis.run().await;
@@ -70,12 +91,19 @@ impl OwnRedis {
 
     /// Its URL.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     async fn run(&mut self) {
+        let port = self.port.to_string();
+        let ports = if self.tls {
+            ["--port", "0", "--tls-port", &port]
+        } else {
+            ["--port", &port, "--tls-port", "0"]
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+            .args(ports)
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
