@@ -279,9 +279,7 @@ mod tests {
         );
         assert_eq!(cluster("name = \"erp\"").as_deref(), Some("erp"));
         // OAuth: the quota is per store, so the store's hash from the URL.
-        let oauth = format!(
-            "[upstream]\nurl = \"https://api.bigcommerce.com/stores/abc123\"\nauth = \"token\"\napi_key = \"t\"\nclient_id = \"c\"\n[budget]\ndialect = \"oauth\"\n[cluster]\nredis_url = \"redis://r\"\n"
-        );
+        let oauth = "[upstream]\nurl = \"https://api.bigcommerce.com/stores/abc123\"\nauth = \"token\"\napi_key = \"t\"\nclient_id = \"c\"\n[budget]\ndialect = \"oauth\"\n[cluster]\nredis_url = \"redis://r\"\n".to_string();
         let s = load(&oauth).unwrap();
         assert_eq!(
             s.cluster.name_for(&s.upstream, s.budget.dialect).as_deref(),
