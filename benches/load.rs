@@ -20,6 +20,11 @@
 //!   cacheable answer read fast and read not at all, 2,000 idle h2 connections, 100 uploads
 //!   that trickle.
 //!
+//! - **cluster** (not in the default set; needs Redis, `BENCH_REDIS`): a budget decision
+//!   through Redis against one in memory, the budget scenario with three proxies sharing one
+//!   Redis against three alone, the hit path with the cluster on and off, and how soon a
+//!   write through one proxy reaches another (see `load/cluster.rs`).
+//!
 //! `BENCH_PROXY_BIN=path/to/bcproxy` measures another build of the proxy against the same
 //! simulator (to compare commits).
 
@@ -37,6 +42,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+
+#[path = "load/cluster.rs"]
+mod cluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bcproxy");
 
@@ -754,7 +762,10 @@ async fn main() {
             "budget" => budget().await,
             "hardening" => hardening().await,
             "writes" => writes().await,
-            other => eprintln!("unknown scenario {other:?} (throughput, cache, budget, hardening)"),
+            "cluster" => cluster::cluster().await,
+            other => eprintln!(
+                "unknown scenario {other:?} (throughput, cache, budget, writes, hardening, cluster)"
+            ),
         }
     }
 }

@@ -24,6 +24,11 @@ fn check(config: &Path, env: &[(&str, &str)]) {
     if text.contains("api_key_file") {
         cmd.env("BCPROXY__UPSTREAM__API_KEY_FILE", &key);
     }
+    if text.contains("redis_password_file") {
+        let password = dir.path().join("redis-password");
+        std::fs::write(&password, "redis-pw\n").unwrap();
+        cmd.env("BCPROXY__CLUSTER__REDIS_PASSWORD_FILE", password);
+    }
     if text.contains("state_file") {
         cmd.env(
             "BCPROXY__BUDGET__STATE_FILE",
@@ -86,6 +91,36 @@ fn every_deploy_config_passes_check() {
     assert!(
         manifest.contains("containerPort: 9090") && manifest.contains("addr = \"0.0.0.0:9090\"")
     );
+}
+
+/// The cluster example: its config passes `check`, it runs several replicas, mounts the Redis
+/// password the config reads, names each sidecar after its pod, and its Redis never evicts the
+/// budget's keys. The compose demo runs two sidecars and a Redis.
+#[test]
+fn the_cluster_examples_share_one_redis() {
+    let root = root();
+    let manifest = std::fs::read_to_string(root.join("deploy/kubernetes/cluster.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = dir.path().join("bcproxy.toml");
+    let toml = config_map_toml(&manifest);
+    assert!(
+        toml.contains("[cluster]") && toml.contains("redis_url = \"redis://bcproxy-redis:6379/0\"")
+    );
+    std::fs::write(&embedded, &toml).unwrap();
+    check(&embedded, &[]);
+    assert!(manifest.contains("replicas: 3"));
+    assert!(manifest.contains("expected_instances = 3"));
+    assert!(manifest.contains("mountPath: /etc/bcproxy/redis"));
+    assert!(manifest.contains("name: BCPROXY__CLUSTER__INSTANCE"));
+    assert!(manifest.contains("fieldPath: metadata.name"));
+    assert!(manifest.contains("noeviction"));
+    assert!(manifest.contains("kind: Service") && manifest.contains("name: bcproxy-redis"));
+
+    let compose = std::fs::read_to_string(root.join("deploy/compose/compose.yaml")).unwrap();
+    assert!(compose.contains("\n  redis:\n") && compose.contains("\n  bcproxy-b:\n"));
+    assert!(compose.contains("127.0.0.1:8082:8080"));
+    let demo = std::fs::read_to_string(root.join("deploy/compose/demo.toml")).unwrap();
+    assert!(demo.contains("redis_url = \"redis://redis:6379/0\""));
 }
 
 #[test]
