@@ -168,6 +168,7 @@ async fn a_509_pauses_every_process_and_one_probe_goes_at_a_time() {
             ("budget.window", "1200ms"),
             ("budget.max_wait", "10s"),
             ("budget.reserve_writes", "0"),
+            ("log.summary_every", "300ms"),
         ],
     )
     .await;
@@ -221,6 +222,15 @@ async fn a_509_pauses_every_process_and_one_probe_goes_at_a_time() {
     assert_eq!(log.iter().filter(|c| c.status == 200).count(), 13);
     let lines = logs.lines();
     assert!(lines.iter().any(|l| l["message"] == "budget.paused"));
+    // The summary says how many instances share the budget (once their heartbeats were seen).
+    assert!(
+        eventually(Duration::from_secs(5), || logs
+            .lines()
+            .iter()
+            .any(|l| l["message"] == "summary" && l["instances"] == 3))
+        .await,
+        "no summary counted the three instances"
+    );
 }
 
 /// A write through A drops the product from the shared cache and, once B has the
@@ -244,12 +254,13 @@ async fn a_write_through_one_process_is_seen_through_the_others() {
     let first = http.get(&url(a)).await;
     assert_eq!(first.header("x-cache"), Some("MISS"));
     let old_name = first.json()["name"].as_str().unwrap().to_string();
-    let shared = http.get(&url(b)).await;
+    let shared = Http::h2().get(&url(b)).await;
     assert_eq!(
         shared.header("x-cache"),
         Some("SHARED"),
-        "B asked the shared cache"
+        "B asked the shared cache (over h2)"
     );
+    assert_eq!(shared.text(), first.text());
     assert_eq!(http.get(&url(b)).await.header("x-cache"), Some("HIT"));
     assert_eq!(sim.sim.stats(false).calls, 1);
 
@@ -739,6 +750,14 @@ async fn degraded_stays_ready_and_says_so() {
     assert_eq!(http.get(&format!("{admin}/readyz")).await.status, 200);
     let metrics = http.get(&format!("{admin}/metrics")).await.text();
     assert!(metrics.contains("bcproxy_cluster_up 0"), "{metrics}");
+    assert!(
+        metrics.contains("bcproxy_redis_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bcproxy_invalidations_received_total 0"),
+        "{metrics}"
+    );
     let status = http.get(&format!("{admin}/status")).await.json();
     assert_eq!(status["cluster"]["mode"], "degraded");
     assert!(
@@ -910,4 +929,90 @@ async fn oauth_processes_share_the_stores_window() {
     for p in &proxies {
         assert_eq!(p.status().snapshot().budget.limit, 6);
     }
+}
+
+/// Answers over 1 MiB stay in each process's own cache: B fetches its own, and Redis holds no
+/// entry for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_over_a_mebibyte_are_not_shared() {
+    let sim = start_sim().await;
+    let name = unique_name("large");
+    let proxies = cluster(&sim, &shared_url(), &name, 2, &[("cache.enabled", "true")]).await;
+    assert!(all_in_mode(&proxies, |m| *m == Mode::Up).await);
+    let http = Http::default();
+    let description = "ü".repeat(700 * 1024);
+    let created = http
+        .send(
+            Request::post(format!("{}/api/v2/products", proxies[0].url()))
+                .header("content-type", "application/json")
+                .body(body(format!(
+                    r#"{{"name":"Large","type":"physical","price":"1.00","description":"{description}"}}"#
+                )))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["id"].as_u64().unwrap();
+    let path = format!("/api/v2/products/{id}");
+    let a = http.get(&format!("{}{path}", proxies[0].url())).await;
+    assert!(a.text().len() > 1024 * 1024);
+    assert_eq!(a.header("x-cache"), Some("MISS"));
+    assert_eq!(
+        http.get(&format!("{}{path}", proxies[0].url()))
+            .await
+            .header("x-cache"),
+        Some("HIT"),
+        "A keeps it in its own cache"
+    );
+    let b = http.get(&format!("{}{path}", proxies[1].url())).await;
+    assert_eq!(
+        b.header("x-cache"),
+        Some("MISS"),
+        "shared an answer over 1 MiB"
+    );
+    assert_eq!(b.text(), a.text());
+    let keys = support::redis::keys_of(&shared_url(), &name).await;
+    assert!(!keys.iter().any(|k| k.contains(":c:")), "{keys:?}");
+}
+
+/// Redis stops answering (the process is frozen, connections stay open): within the 250 ms
+/// bound the proxy goes degraded with a timeout, calls keep being served, and it is restored
+/// once Redis answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_hangs_is_a_timeout_not_a_stall() {
+    let redis = OwnRedis::start(&[]).await;
+    let sim = start_sim().await;
+    let name = unique_name("hang");
+    let proxies = cluster(&sim, &redis.url(), &name, 1, &[("cache.enabled", "true")]).await;
+    assert!(all_in_mode(&proxies, |m| *m == Mode::Up).await);
+    let proxy = &proxies[0];
+    redis.signal("STOP");
+    let http = Http::default();
+    // A call that meets the frozen Redis waits at most its bound, then goes on alone.
+    let reply = http
+        .get(&format!("{}/api/v2/products/4", proxy.url()))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        eventually(Duration::from_secs(5), || matches!(
+            mode(proxy),
+            Mode::Degraded(ref r) if r.contains("timeout")
+        ))
+        .await,
+        "{:?}",
+        mode(proxy)
+    );
+    for i in 0..5 {
+        let reply = http
+            .get(&format!("{}/api/v2/products/{}", proxy.url(), 10 + i))
+            .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("x-cache"), Some("MISS"));
+    }
+    redis.signal("CONT");
+    assert!(
+        eventually(Duration::from_secs(8), || mode(proxy) == Mode::Up).await,
+        "{:?}",
+        mode(proxy)
+    );
 }

@@ -125,6 +125,17 @@ impl OwnRedis {
         panic!("redis-server did not start on port {}", self.port);
     }
 
+    /// Sends it a signal (`STOP` freezes it with its connections open; `CONT` thaws it).
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([format!("-{name}"), child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+
     /// Stops it (its data is gone: it keeps nothing on disk).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
