@@ -183,24 +183,35 @@ async fn bad_config_exits_2_naming_the_key() {
     assert_eq!(bad_args.status.code(), Some(2));
 }
 
-/// `check` prints the effective settings, environment overrides applied, secrets redacted.
-#[tokio::test]
-async fn check_prints_effective_settings_redacted() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "good.toml", GOOD);
-    let out = bcproxy(&["check", "--config", &path])
-        .env("BCPROXY__UPSTREAM__TIMEOUT", "7s")
-        .env("BCPROXY__UPSTREAM__API_KEY", "env-secret-456")
+/// `bcproxy check` on `path` with `env`, which must pass; its standard output.
+async fn check_ok(path: &str, env: &[(&str, &str)]) -> String {
+    let out = bcproxy(&["check", "--config", path])
+        .envs(env.iter().copied())
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `check` prints the effective settings, environment overrides applied, secrets redacted.
+#[tokio::test]
+async fn check_prints_effective_settings_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "good.toml", GOOD);
+    let stdout = check_ok(
+        &path,
+        &[
+            ("BCPROXY__UPSTREAM__TIMEOUT", "7s"),
+            ("BCPROXY__UPSTREAM__API_KEY", "env-secret-456"),
+        ],
+    )
+    .await;
     assert!(stdout.contains("timeout = \"7s\""), "{stdout}");
     assert!(stdout.contains("<redacted>"), "{stdout}");
     assert!(
@@ -325,18 +336,11 @@ async fn a_cluster_member_names_itself_on_every_event() {
         "cluster.toml",
         &format!("{GOOD}\n[cluster]\nredis_url = \"redis://127.0.0.1:6379/0\"\n"),
     );
-    let out = bcproxy(&["check", "--config", &path])
-        .env("BCPROXY__CLUSTER__REDIS_PASSWORD", "redis-pw-77")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = check_ok(
+        &path,
+        &[("BCPROXY__CLUSTER__REDIS_PASSWORD", "redis-pw-77")],
+    )
+    .await;
     assert!(
         stdout.contains("processes named \"store-abc123.mybigcommerce.com/admin\""),
         "{stdout}"
