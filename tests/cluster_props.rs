@@ -167,6 +167,35 @@ async fn check(ops: Vec<Op>, limit: u64) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The case CI found: a send made before the pause comes back throttled while the probe is
+/// out; the pause must not re-arm and let a second probe go.
+#[test]
+fn a_late_throttle_never_lets_a_second_probe_go() {
+    let throttle = |client| Op::Observe {
+        client,
+        left: None,
+        throttled: true,
+    };
+    let take = |client| Op::Take { client, reserve: 0 };
+    let ops = vec![
+        take(1),
+        take(0),
+        throttle(1),
+        // Past the pause (one step: 4 ms): client 2 probes.
+        Op::Sleep { ms: 10 },
+        take(2),
+        throttle(0),
+        Op::Sleep { ms: 20 },
+        take(0),
+        take(1),
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(check(ops, 7)).unwrap();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 

@@ -258,7 +258,10 @@ impl MemoryAllowance {
         let mut observed = Observed::default();
         if report.throttled {
             let already = matches!(state.pause, Pause::Until { until, .. } if until > now);
-            if !already || state.pause == Pause::Probing(Some(grant.id)) {
+            // A throttle of a send made before the probe that is out says nothing the probe
+            // will not: re-arming the pause would let a second probe go after it.
+            let stale = matches!(state.pause, Pause::Probing(Some(probe)) if probe != grant.id);
+            if !stale && (!already || state.pause == Pause::Probing(Some(grant.id))) {
                 let free_at = if state.ledger.left(now) == 0 {
                     state.ledger.free_at(now, 1)
                 } else {
@@ -372,5 +375,52 @@ async fn keep(allowance: std::sync::Weak<MemoryAllowance>, every: Duration) {
         };
         // File I/O off the async workers.
         let _ = tokio::task::spawn_blocking(move || allowance.save(true)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take(allowance: &MemoryAllowance) -> Option<Grant> {
+        match allowance.take_now(0) {
+            Taken::Granted { grant, .. } => Some(grant),
+            Taken::Blocked { .. } => None,
+        }
+    }
+
+    fn throttled() -> Report {
+        Report {
+            throttled: true,
+            ..Report::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_throttle_of_an_older_send_never_lets_a_second_probe_go() {
+        let allowance = MemoryAllowance::new(Dialect::Legacy, 10, Duration::from_secs(60), None);
+        let first = take(&allowance).expect("open");
+        let older = take(&allowance).expect("open");
+        allowance.observe_now(first, throttled());
+        allowance.release(first, true);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let probe = take(&allowance).expect("the pause ended: one probe");
+        assert!(probe.probe);
+        // The send made before the pause comes back throttled while the probe is out.
+        let observed = allowance.observe_now(older, throttled());
+        assert!(
+            observed.paused.is_none(),
+            "a stale throttle re-armed the pause"
+        );
+        allowance.release(older, true);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(
+            take(&allowance).is_none(),
+            "a second probe went while one is out"
+        );
+        // The probe's own verdict still counts.
+        allowance.observe_now(probe, Report::default());
+        allowance.release(probe, true);
+        assert!(take(&allowance).is_some_and(|g| !g.probe));
     }
 }

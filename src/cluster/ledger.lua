@@ -168,7 +168,10 @@ elseif op == 'observe' then
   local paused, length, probe = 0, 0, 0
   if throttled then
     local already = get('pause', 0) == 1 and get('until', 0) > now
-    if not already or (get('pause', 0) == 2 and get('prober', 0) == send) then
+    -- A throttle of a send made before the probe that is out is stale: re-arming the pause
+    -- would let a second probe go while the first is still at the store.
+    local stale = get('pause', 0) == 2 and get('prober', 0) ~= 0 and get('prober', 0) ~= send
+    if not stale and (not already or (get('pause', 0) == 2 and get('prober', 0) == send)) then
       local untl
       if plan == 0 then
         local free = nil
