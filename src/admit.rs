@@ -21,7 +21,9 @@ pub fn check(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), Call
     if headers.len() > MAX_HEADERS {
         return Err(CallError::TooManyHeaders(MAX_HEADERS));
     }
-    let size: usize = uri.to_string().len()
+    let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    let size: usize = target
         + headers
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
@@ -40,8 +42,17 @@ pub fn check_path(path: &str) -> Result<(), CallError> {
             "request target {path:?} is not a path"
         )));
     }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || path.contains('\\') {
+    let bytes = path.as_bytes();
+    let encoded = |at: usize, hex: &[u8; 2]| {
+        bytes
+            .get(at + 1..at + 3)
+            .is_some_and(|h| h.eq_ignore_ascii_case(hex))
+    };
+    let slashes = bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\\' || (b == b'%' && (encoded(i, b"2f") || encoded(i, b"5c"))));
+    if slashes {
         return Err(CallError::BadRequest(
             "encoded slashes and backslashes are not allowed in the path".into(),
         ));
@@ -54,9 +65,24 @@ pub fn check_path(path: &str) -> Result<(), CallError> {
     Ok(())
 }
 
+/// `.` or `..`, each dot plain or percent-encoded (`%2e`, any case).
 fn is_dot_segment(segment: &str) -> bool {
-    let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-    decoded == "." || decoded == ".."
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = if rest[0] == b'.' {
+            &rest[1..]
+        } else if rest.len() >= 3 && rest[0] == b'%' && rest[1..3].eq_ignore_ascii_case(b"2e") {
+            &rest[3..]
+        } else {
+            return false;
+        };
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
 }
 
 /// One way to know where the body ends: `Content-Length` once with one value, or
@@ -113,6 +139,10 @@ mod tests {
             "/api/v2/products.json",
             "/a/...b/c",
             "/a/%2e%2ex",
+            "/a/...",
+            "/a/%2E%2e%2e",
+            "/%2",
+            "/a%",
         ] {
             assert!(check_path(ok).is_ok(), "{ok}");
         }
@@ -124,6 +154,9 @@ mod tests {
             "/a%2fb",
             "/a%5C..",
             "/a\\b",
+            "/a/%2E",
+            "/a/.%2E/b",
+            "/x%2F",
             "*",
             "",
         ] {

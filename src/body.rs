@@ -70,7 +70,7 @@ pub struct Receive {
 }
 
 /// A request body read whole, with the memory it holds accounted until it is dropped.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Received {
     /// The body.
     pub bytes: Bytes,

@@ -30,8 +30,11 @@ pub struct Call {
     pub record: AccessRecord,
     /// The error body shape this call gets from the proxy.
     pub shape: ErrorShape,
-    /// `scheme://host[:port]` the app called, for rewriting the store's `Location`.
-    pub app_origin: Option<String>,
+    /// The `Host` the app called (or the request target's authority), for
+    /// [`Call::app_origin`].
+    host: Option<HeaderValue>,
+    /// `http` or `https`: how the app called.
+    scheme: &'static str,
     /// The store's own request id, when the call went upstream and the store sent one.
     pub upstream_id: Option<HeaderValue>,
     /// The request body's share of `listen.body_memory`, held while the call lasts.
@@ -78,24 +81,22 @@ impl Call {
     pub fn start<B>(
         req: &Request<B>,
         ids: &RequestIds,
-        scheme: &str,
+        scheme: &'static str,
         max_wait: Duration,
         metrics: Option<Arc<Metrics>>,
     ) -> Call {
         let request_id = req
             .headers()
-            .get(REQUEST_ID)
+            .get(&REQUEST_ID)
             .filter(|v| usable_id(v))
             .cloned()
             .unwrap_or_else(|| ids.next());
         let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let app_origin = req
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .filter(|h| h.parse::<http::uri::Authority>().is_ok())
-            .map(|h| format!("{scheme}://{h}"));
+        let host = req.headers().get(http::header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         let arrived = Instant::now();
         Call {
             record: AccessRecord {
@@ -117,11 +118,20 @@ impl Call {
                 arrived,
                 deadline: arrived + max_wait,
             },
-            app_origin,
+            host,
+            scheme,
             upstream_id: None,
             body_memory: None,
             metrics,
         }
+    }
+
+    /// `scheme://host[:port]` the app called, for rewriting the store's `Location` (made only
+    /// when an answer has one); `None` when the app's `Host` is not a usable authority.
+    pub fn app_origin(&self) -> Option<String> {
+        let host = self.host.as_ref()?.to_str().ok()?;
+        host.parse::<http::uri::Authority>().ok()?;
+        Some(format!("{}://{host}", self.scheme))
     }
 
     /// Records the `[[clients]]` name the app authenticated as.
@@ -201,9 +211,24 @@ impl RequestIds {
     /// A new id, as a header value.
     pub fn next(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}-{n:08x}", self.prefix);
-        HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static("bcproxy"))
+        // `{prefix:016x}-{n:08x}`, without the formatting machinery (one per call).
+        let mut id = [0u8; 33];
+        let mut len = hex(&mut id, self.prefix, 16);
+        id[len] = b'-';
+        len += 1;
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(8);
+        len += hex(&mut id[len..], n, digits);
+        HeaderValue::from_bytes(&id[..len]).unwrap_or_else(|_| HeaderValue::from_static("bcproxy"))
     }
+}
+
+/// Writes the last `digits` hex digits of `value` at the start of `out`; how many.
+fn hex(out: &mut [u8], value: u64, digits: u32) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, shift) in (0..digits).rev().enumerate() {
+        out[i] = HEX[((value >> (shift * 4)) & 0xf) as usize];
+    }
+    digits as usize
 }
 
 #[cfg(test)]
@@ -214,6 +239,11 @@ mod tests {
     fn ids_are_unique_and_apps_keep_theirs() {
         let ids = RequestIds::default();
         assert_ne!(ids.next(), ids.next());
+        let id = ids.next();
+        let id = id.to_str().unwrap();
+        assert_eq!(id.len(), 25, "{id}");
+        assert_eq!(&id[16..], "-00000002");
+        assert_eq!(&id[..16], &format!("{:016x}", ids.prefix));
         let req = Request::get("/api/v2/time")
             .header(REQUEST_ID, "app-42")
             .body(())
@@ -241,13 +271,13 @@ mod tests {
             .unwrap();
         assert_eq!(
             Call::start(&req, &ids, "http", Duration::ZERO, None)
-                .app_origin
+                .app_origin()
                 .as_deref(),
             Some("http://127.0.0.1:8080")
         );
         let bad = Request::get("/x").header("host", "a b").body(()).unwrap();
         assert_eq!(
-            Call::start(&bad, &ids, "http", Duration::ZERO, None).app_origin,
+            Call::start(&bad, &ids, "http", Duration::ZERO, None).app_origin(),
             None
         );
     }

@@ -177,6 +177,8 @@ pub fn main() -> ExitCode {
             Some(Command::Health(args)) => health(args).await,
         }
     });
+    // Every buffered log line is written before the process ends.
+    crate::telemetry::output::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

@@ -34,7 +34,7 @@ fn marker() -> &'static str {
 
 /// Why the guard refused a request, when `headers` carry its genuine refusal marker.
 pub fn refusal(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(REFUSED)?.to_str().ok()?;
+    let value = headers.get(&REFUSED)?.to_str().ok()?;
     let (mark, why) = value.split_once(' ')?;
     (mark == marker()).then(|| why.to_string())
 }
@@ -185,7 +185,8 @@ impl<IO> FramingGuard<IO> {
                 _ => ("GET".into(), "/".into()),
             };
             let replacement = format!(
-                "{method} {path} HTTP/1.1\r\nhost: bcproxy\r\nconnection: close\r\n{REFUSED}: {} ambiguous body framing: {why}\r\n\r\n",
+                "{method} {path} HTTP/1.1\r\nhost: bcproxy\r\nconnection: close\r\n{}: {} ambiguous body framing: {why}\r\n\r\n",
+                REFUSED.as_str(),
                 marker()
             );
             self.buf.truncate(self.head_start);

@@ -1,14 +1,16 @@
 //! Header names bcproxy itself defines or handles, and the limits on request headers. The
 //! store's own budget and error vocabulary lives in [`crate::dialect`].
 
+use http::HeaderName;
+
 /// The call's id, to the app and to the store.
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// How the cache took part in an answer (`HIT`, `MISS`, `STALE`, `BYPASS`, `COALESCED`, `SHARED`).
-pub const X_CACHE: &str = "x-cache";
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// The store's own request id, returned to the app when its call went upstream.
-pub const UPSTREAM_REQUEST_ID: &str = "x-upstream-request-id";
+pub const UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 /// What the framing guard puts in the head that replaces a refused one (never forwarded).
-pub const REFUSED: &str = "x-bcproxy-refused";
+pub const REFUSED: HeaderName = HeaderName::from_static("x-bcproxy-refused");
 
 /// Most header fields a request may have; more get `431`.
 pub const MAX_HEADERS: usize = 100;

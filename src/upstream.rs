@@ -297,7 +297,7 @@ impl Upstream {
         strip_hop_by_hop(&mut parts.headers);
         // The store's own id reaches the app as `x-upstream-request-id` (set by the
         // pipeline's `finish` from the trip); its `x-request-id` is the app's.
-        trip.upstream_id = parts.headers.remove(REQUEST_ID);
+        trip.upstream_id = parts.headers.remove(&REQUEST_ID);
         if parts.status.is_redirection() {
             tracing::warn!(
                 request_id = %String::from_utf8_lossy(request_id.as_bytes()),

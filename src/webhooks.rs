@@ -97,7 +97,7 @@ enum Verify {
 pub struct Webhooks {
     verify: Verify,
     max_age: Duration,
-    seen: moka::future::Cache<String, ()>,
+    seen: moka::sync::Cache<String, ()>,
     cache: Arc<Cache>,
     counts: [AtomicU64; 6],
 }
@@ -140,7 +140,7 @@ impl Webhooks {
         Some(Webhooks {
             verify,
             max_age: settings.max_age,
-            seen: moka::future::Cache::builder()
+            seen: moka::sync::Cache::builder()
                 .max_capacity(SEEN)
                 .time_to_live(Duration::from_secs(24 * 3600).max(settings.max_age * 2))
                 .build(),
@@ -229,7 +229,7 @@ impl Webhooks {
             dropped: 0,
             why: None,
         };
-        if !self.seen.entry(seen_as).or_insert(()).await.is_fresh() {
+        if !self.seen.entry(seen_as).or_insert(()).is_fresh() {
             return delivery;
         }
         delivery.verdict = Verdict::Accepted;

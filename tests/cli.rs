@@ -386,6 +386,77 @@ async fn a_cluster_member_names_itself_on_every_event() {
     }
 }
 
+/// Log lines are buffered, never lost: a line shows up while the proxy runs (the buffer is
+/// written at least every 100 ms), and every access line of a burst is on stdout after a
+/// clean stop that follows it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_loses_no_log_line() {
+    let sim = start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\nusername = \"{}\"\nmax_concurrency = 64\n[budget]\nlimit = 1000000\n[cache]\nenabled = true\n[admin]\naddr = \"\"\n",
+        sim.url(),
+        bcproxy::sim::DEFAULT_USERNAME
+    );
+    let path = write(dir.path(), "run.toml", &config);
+    let mut child = bcproxy(&["--config", &path])
+        .env("BCPROXY__UPSTREAM__API_KEY", bcproxy::sim::DEFAULT_API_KEY)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let start = next_json(&mut stdout, "start").await;
+    let addr: std::net::SocketAddr = start["listen"].as_str().unwrap().parse().unwrap();
+    let http = Http::default();
+    let url = format!("http://{addr}/api/v2/products/1");
+    assert_eq!(http.get(&url).await.status, 200);
+    // Written by the timer, not by a shutdown.
+    let first = tokio::time::timeout(Duration::from_secs(5), next_json(&mut stdout, "access"))
+        .await
+        .expect("the access line stayed in the buffer");
+    assert_eq!(first["path"], "/api/v2/products/1");
+    // Read the rest as it comes, as a container runtime does.
+    let reader = tokio::spawn(async move {
+        let mut lines = Vec::new();
+        while let Ok(Some(line)) = stdout.next_line().await {
+            lines.push(line);
+        }
+        lines
+    });
+    let calls = 3000;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let http = http.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..calls / 8 {
+                let reply = http.get(&format!("{url}?t={t}&i={i}")).await;
+                assert_eq!(reply.status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    signal(&child, "TERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut access = 0;
+    let mut shutdown = false;
+    for line in reader.await.unwrap() {
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+        match line["message"].as_str() {
+            Some("access") => access += 1,
+            Some("shutdown") => shutdown = true,
+            _ => {}
+        }
+    }
+    assert_eq!(access, calls, "access lines were lost");
+    assert!(shutdown, "the last line (shutdown) was lost");
+}
+
 /// `bcproxy demo` needs no config or credentials, prints curl lines that work, and stops
 /// cleanly on Ctrl-C (SIGINT).
 #[tokio::test]

@@ -199,7 +199,7 @@ impl Counters {
 /// The cache.
 #[derive(Debug)]
 pub struct Cache {
-    entries: moka::future::Cache<Key, Arc<Entry>>,
+    entries: moka::sync::Cache<Key, Arc<Entry>>,
     flights: Arc<Flights<Landed>>,
     /// Bytes being copied from answers in flight, in KiB: at most one entry's worth in all.
     taps: Arc<tokio::sync::Semaphore>,
@@ -271,7 +271,7 @@ impl Cache {
         let max_size = c.max_size.as_u64();
         let tracking = Arc::new(tracking::Tracking::default());
         let forget = tracking.clone();
-        let entries = moka::future::Cache::builder()
+        let entries = moka::sync::Cache::builder()
             .max_capacity(max_size)
             .weigher(|_: &Key, entry: &Arc<Entry>| entry.weight)
             .expire_after(Lifetime)
@@ -349,9 +349,10 @@ impl Cache {
         self.tracking.mark()
     }
 
-    /// Finds a usable entry: fresh, stale, or none (expired, or dropped by a change).
-    pub async fn lookup(&self, key: &Key, now: Instant) -> Lookup {
-        let Some(entry) = self.entries.get(key).await else {
+    /// Finds a usable entry: fresh, stale, or none (expired, or dropped by a change). Never
+    /// waits (the hit path is synchronous).
+    pub fn lookup(&self, key: &Key, now: Instant) -> Lookup {
+        let Some(entry) = self.entries.get(key) else {
             return Lookup::Miss;
         };
         if entry.dropped.load(Ordering::Acquire) {
@@ -474,7 +475,7 @@ impl Cache {
         if !self.tracking.admit(&key, &entry) {
             return false;
         }
-        self.entries.insert(key, entry).await;
+        self.entries.insert(key, entry);
         true
     }
 
@@ -509,7 +510,7 @@ impl Cache {
         }
         let keys = self.tracking.apply(drops, self.policy().longest());
         for key in &keys {
-            self.entries.invalidate(key).await;
+            self.entries.invalidate(key);
         }
         tracing::debug!(?drops, entries = keys.len(), "cache.dropped");
         keys.len()
@@ -517,7 +518,7 @@ impl Cache {
 
     /// Entries and their weight in bytes (after pending maintenance).
     pub async fn size(&self) -> (u64, u64) {
-        self.entries.run_pending_tasks().await;
+        self.entries.run_pending_tasks();
         (self.entries.entry_count(), self.entries.weighted_size())
     }
 }
@@ -559,13 +560,13 @@ mod tests {
             )
             .unwrap();
         assert!(cache.insert(k.clone(), e).await);
-        assert!(matches!(cache.lookup(&k, now).await, Lookup::Fresh(_)));
+        assert!(matches!(cache.lookup(&k, now), Lookup::Fresh(_)));
         assert!(matches!(
-            cache.lookup(&k, now + Duration::from_secs(61)).await,
+            cache.lookup(&k, now + Duration::from_secs(61)),
             Lookup::Stale(_)
         ));
         assert!(matches!(
-            cache.lookup(&k, now + Duration::from_secs(3661)).await,
+            cache.lookup(&k, now + Duration::from_secs(3661)),
             Lookup::Miss
         ));
     }
@@ -601,11 +602,11 @@ mod tests {
             3,
             "the item, its sub-resource and the list"
         );
-        assert!(matches!(cache.lookup(&list, now).await, Lookup::Miss));
-        assert!(matches!(cache.lookup(&item, now).await, Lookup::Miss));
-        assert!(matches!(cache.lookup(&sku, now).await, Lookup::Miss));
-        assert!(matches!(cache.lookup(&other, now).await, Lookup::Fresh(_)));
-        assert!(matches!(cache.lookup(&brand, now).await, Lookup::Fresh(_)));
+        assert!(matches!(cache.lookup(&list, now), Lookup::Miss));
+        assert!(matches!(cache.lookup(&item, now), Lookup::Miss));
+        assert!(matches!(cache.lookup(&sku, now), Lookup::Miss));
+        assert!(matches!(cache.lookup(&other, now), Lookup::Fresh(_)));
+        assert!(matches!(cache.lookup(&brand, now), Lookup::Fresh(_)));
         assert_eq!(cache.apply(&put).await, 0, "nothing is dropped twice");
         // An answer whose fetch began before the change is not stored.
         let late = cache
@@ -619,13 +620,13 @@ mod tests {
             )
             .unwrap();
         assert!(!cache.insert(list.clone(), late).await);
-        assert!(matches!(cache.lookup(&list, now).await, Lookup::Miss));
+        assert!(matches!(cache.lookup(&list, now), Lookup::Miss));
         // A bulk write drops the whole collection; a purge of `/` everything.
         let bulk = cache.drops_for_write(&http::Method::DELETE, "/api/v2/products");
         assert_eq!(cache.apply(&bulk).await, 1);
-        assert!(matches!(cache.lookup(&other, now).await, Lookup::Miss));
+        assert!(matches!(cache.lookup(&other, now), Lookup::Miss));
         assert_eq!(cache.apply(&Drops::named("/", &cache.couplings())).await, 1);
-        assert!(matches!(cache.lookup(&brand, now).await, Lookup::Miss));
+        assert!(matches!(cache.lookup(&brand, now), Lookup::Miss));
     }
 
     #[tokio::test]

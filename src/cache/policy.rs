@@ -57,22 +57,28 @@ impl Policy {
         {
             return *ttl;
         }
-        let mut segments = path.split('/').filter(|s| !s.is_empty()).map(|s| {
-            s.strip_suffix(".json")
-                .or_else(|| s.strip_suffix(".xml"))
-                .unwrap_or(s)
-        });
-        let last = segments.clone().next_back().unwrap_or("");
+        let last = path
+            .rsplit('/')
+            .find(|s| !s.is_empty())
+            .map_or("", strip_format);
         if last == "time" {
             Duration::ZERO
         } else if last == "count" {
             self.ttl.min(COUNT_TTL)
-        } else if segments.any(|s| s == "orders") {
+        } else if path.contains("orders") && path.split('/').any(|s| strip_format(s) == "orders") {
             self.ttl.min(ORDERS_TTL)
         } else {
             self.ttl
         }
     }
+}
+
+/// A path segment without its `.json`/`.xml` suffix.
+fn strip_format(segment: &str) -> &str {
+    segment
+        .strip_suffix(".json")
+        .or_else(|| segment.strip_suffix(".xml"))
+        .unwrap_or(segment)
 }
 
 /// What the app's request says about the cache.

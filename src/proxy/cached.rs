@@ -84,15 +84,32 @@ impl Proxy {
         })
     }
 
-    /// The cache stage: a fresh entry, else a shared fetch; a stale entry when the fetch
-    /// cannot give a fresh answer at once.
+    /// A fresh local entry answers at once (`HIT`, or `304`); else what the local cache had,
+    /// for [`Proxy::cached`]. Synchronous: the hit path waits on nothing.
+    pub(super) fn hit(
+        &self,
+        call: &mut Call,
+        req: &Request<Body>,
+        plan: &Plan,
+    ) -> Result<Response<Body>, Lookup> {
+        match self.cache.lookup(&plan.key, Instant::now()) {
+            Lookup::Fresh(entry) if plan.directive == Directive::Normal => {
+                Ok(self.answer_entry(call, &entry, Outcome::Hit, req.headers()))
+            }
+            other => Err(other),
+        }
+    }
+
+    /// The cache stage past a local hit (`found` is what the local cache had): a shared fetch;
+    /// a stale entry when the fetch cannot give a fresh answer at once.
     pub(super) async fn cached(
         self: &Arc<Self>,
         call: &mut Call,
         req: Request<Body>,
         plan: Plan,
+        found: Lookup,
     ) -> Result<Response<Body>, CallError> {
-        let fallback = match self.cache.lookup(&plan.key, Instant::now()).await {
+        let fallback = match found {
             Lookup::Fresh(entry) if plan.directive == Directive::Normal => {
                 return Ok(self.answer_entry(call, &entry, Outcome::Hit, req.headers()));
             }

@@ -17,8 +17,8 @@
 //!    writes the access event when it is done. Every exit, errors included, goes through
 //!    `finish`.
 //!
-//! Each call runs in a `call` span carrying its request id, so every event it causes (budget,
-//! cache, upstream) names the call.
+//! Each call past a cache hit runs in a `call` span carrying its request id, so every event it
+//! causes (budget, cache, upstream) names the call.
 
 mod cached;
 
@@ -150,8 +150,7 @@ impl Proxy {
         let max_wait = self.live().max_wait;
         let metrics = Some(self.status.metrics().clone());
         let mut call = Call::start(&req, &self.ids, self.scheme, max_wait, metrics);
-        let span = tracing::info_span!("call", request_id = call.ctx.id());
-        let outcome = self.serve(&mut call, req).instrument(span).await;
+        let outcome = self.serve(&mut call, req).await;
         self.finish(call, outcome)
     }
 
@@ -162,8 +161,29 @@ impl Proxy {
     ) -> Result<Response<Body>, CallError> {
         let req = self.admit(call, req).await?;
         if let Some(plan) = self.plan(&req) {
-            return self.cached(call, req, plan).await;
+            // A fresh entry answers at once, without waiting on anything; what may wait (a
+            // fetch, the budget) runs in a future of its own, so a hit's stays small.
+            return match self.hit(call, &req, &plan) {
+                Ok(response) => Ok(response),
+                Err(found) => {
+                    let span = call_span(call);
+                    Box::pin(self.cached(call, req, plan, found))
+                        .instrument(span)
+                        .await
+                }
+            };
         }
+        let span = call_span(call);
+        Box::pin(self.pass(call, req)).instrument(span).await
+    }
+
+    /// A call the cache takes no part in: forwarded, and a write that may have changed the
+    /// store drops what it touched.
+    async fn pass(
+        self: &Arc<Self>,
+        call: &mut Call,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, CallError> {
         self.cache.counters.count(Outcome::Bypass);
         let written = (call.ctx.class == Class::Write)
             .then(|| self.cache.drops_for_write(req.method(), req.uri().path()));
@@ -198,7 +218,12 @@ impl Proxy {
             drain(incoming);
             return Err(error);
         }
-        let received = body::receive(&mut incoming, &self.receive).await;
+        // Most calls have no body: only one that does needs the (larger) receiving future.
+        let received = if http_body::Body::is_end_stream(&incoming) {
+            Ok(body::Received::default())
+        } else {
+            Box::pin(body::receive(&mut incoming, &self.receive)).await
+        };
         let received = received.map_err(|error| match error {
             ReceiveError::TooLarge(limit) => {
                 if !parts.headers.contains_key(EXPECT) {
@@ -228,7 +253,7 @@ impl Proxy {
         if let Some(why) = crate::framing::refusal(&parts.headers) {
             return Err(CallError::BadRequest(why));
         }
-        parts.headers.remove(REFUSED);
+        parts.headers.remove(&REFUSED);
         crate::admit::check(&parts.method, &parts.uri, &parts.headers)?;
         call.set_client(self.live().clients.authenticate(&parts.headers)?);
         Ok(())
@@ -317,12 +342,16 @@ impl Proxy {
         };
         let view = self.budget.view();
         let headers = response.headers_mut();
-        self.upstream
-            .rewrite_locations(headers, call.app_origin.as_deref());
+        if headers.contains_key(http::header::LOCATION)
+            || headers.contains_key(http::header::CONTENT_LOCATION)
+        {
+            self.upstream
+                .rewrite_locations(headers, call.app_origin().as_deref());
+        }
         headers.insert(REQUEST_ID, call.ctx.request_id.clone());
         match &call.upstream_id {
             Some(id) => headers.insert(UPSTREAM_REQUEST_ID, id.clone()),
-            None => headers.remove(UPSTREAM_REQUEST_ID),
+            None => headers.remove(&UPSTREAM_REQUEST_ID),
         };
         headers.insert(X_CACHE, HeaderValue::from_static(call.record.cache));
         if !throttled {
@@ -360,6 +389,13 @@ impl Proxy {
         call.record.error = Some(message);
         response
     }
+}
+
+/// The span of a call that goes past a cache hit: every event it causes (budget, cache,
+/// upstream) names the call. A hit causes none but its access event, which names itself, so it
+/// makes no span.
+fn call_span(call: &Call) -> tracing::Span {
+    tracing::info_span!("call", request_id = call.ctx.id())
 }
 
 /// The error for a store answer that broke before any of it reached the app.

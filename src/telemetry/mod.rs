@@ -9,17 +9,19 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde_json::Value;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{Log, LogFormat};
+
+mod clock;
+mod json;
+pub mod output;
 
 /// The subscriber could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +91,7 @@ where
 /// Installs the process-wide subscriber writing to stdout; returns the handle that changes
 /// its level.
 pub fn init(log: &Log) -> Result<LevelHandle, TelemetryError> {
-    let (dispatch, handle) = subscriber(log, std::io::stdout)?;
+    let (dispatch, handle) = subscriber(log, output::stdout().clone())?;
     tracing::dispatcher::set_global_default(dispatch).map_err(|_| TelemetryError::AlreadySet)?;
     Ok(handle)
 }
@@ -136,10 +138,10 @@ pub fn ms(d: std::time::Duration) -> f64 {
 /// Writes the access event for one call.
 pub fn access(r: &AccessRecord) {
     tracing::info!(
-        request_id = %r.request_id,
+        request_id = r.request_id.as_str(),
         client = r.client.as_deref(),
-        method = %r.method,
-        path = %r.path,
+        method = r.method.as_str(),
+        path = r.path.as_str(),
         status = r.status,
         cache = r.cache,
         upstream_status = r.upstream_status,
@@ -158,6 +160,12 @@ pub fn access(r: &AccessRecord) {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonLines;
 
+thread_local! {
+    /// The fields of the event being formatted on this thread, written as JSON as they are
+    /// visited (one buffer per thread, reused: no allocation per field or per event).
+    static SCRATCH: std::cell::RefCell<Fields> = std::cell::RefCell::new(Fields::default());
+}
+
 impl<S, N> FormatEvent<S, N> for JsonLines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -169,59 +177,68 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut timestamp = String::with_capacity(32);
-        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-
-        let mut line = String::with_capacity(512);
-        line.push_str("{\"timestamp\":");
-        push_json(&mut line, &Value::String(timestamp));
-        line.push_str(",\"level\":");
-        push_json(
-            &mut line,
-            &Value::String(event.metadata().level().to_string()),
-        );
-        line.push_str(",\"message\":");
-        push_json(&mut line, &fields.take("message").unwrap_or(Value::Null));
-        if let Some(instance) = INSTANCE.get()
-            && event.metadata().fields().field("instance").is_none()
-        {
-            line.push_str(",\"instance\":");
-            push_json(&mut line, &Value::String(instance.clone()));
-        }
-        for field in event.metadata().fields() {
-            let name = field.name();
-            if name == "message" {
-                continue;
+        SCRATCH.with(|scratch| {
+            let mut fields = scratch.borrow_mut();
+            fields.clear();
+            event.record(&mut *fields);
+            let fields = &*fields;
+            let mut line = String::with_capacity(256 + fields.json.len());
+            line.push_str("{\"timestamp\":\"");
+            clock::push_now(&mut line);
+            line.push_str("\",\"level\":\"");
+            line.push_str(event.metadata().level().as_str());
+            line.push_str("\",\"message\":");
+            line.push_str(fields.get("message").unwrap_or("null"));
+            if let Some(instance) = INSTANCE.get()
+                && event.metadata().fields().field("instance").is_none()
+            {
+                line.push_str(",\"instance\":");
+                json::push_str(&mut line, instance);
             }
-            line.push(',');
-            push_json(&mut line, &Value::String(name.to_string()));
-            line.push(':');
-            push_json(&mut line, &fields.take(name).unwrap_or(Value::Null));
-        }
-        let declared = event.metadata().fields();
-        for span in ctx
-            .event_scope()
-            .into_iter()
-            .flat_map(|scope| scope.from_root())
-        {
-            let own = span
-                .metadata()
-                .fields()
-                .iter()
-                .any(|f| declared.field(f.name()).is_some());
-            let extensions = span.extensions();
-            match extensions.get::<FormattedFields<N>>() {
-                Some(formatted) if !own && !formatted.fields.is_empty() => {
-                    line.push(',');
-                    line.push_str(&formatted.fields);
+            // Fields are visited in the order they are declared; a declared field that holds no
+            // value was not visited and is written as null.
+            let mut recorded = fields.spans.iter().peekable();
+            for field in event.metadata().fields() {
+                let name = field.name();
+                let value = match recorded.peek() {
+                    Some((n, range)) if *n == name => {
+                        let value = &fields.json[range.clone()];
+                        recorded.next();
+                        value
+                    }
+                    _ => fields.get(name).unwrap_or("null"),
+                };
+                if name == "message" {
+                    continue;
                 }
-                _ => {}
+                line.push_str(",\"");
+                line.push_str(name);
+                line.push_str("\":");
+                line.push_str(value);
             }
-        }
-        line.push('}');
-        writeln!(writer, "{line}")
+            let declared = event.metadata().fields();
+            for span in ctx
+                .event_scope()
+                .into_iter()
+                .flat_map(|scope| scope.from_root())
+            {
+                let own = span
+                    .metadata()
+                    .fields()
+                    .iter()
+                    .any(|f| declared.field(f.name()).is_some());
+                let extensions = span.extensions();
+                match extensions.get::<FormattedFields<N>>() {
+                    Some(formatted) if !own && !formatted.fields.is_empty() => {
+                        line.push(',');
+                        line.push_str(&formatted.fields);
+                    }
+                    _ => {}
+                }
+            }
+            line.push_str("}\n");
+            writer.write_str(&line)
+        })
     }
 }
 
@@ -261,14 +278,14 @@ impl<'writer> FormatFields<'writer> for JsonFields {
     ) -> fmt::Result {
         let mut recorded = Fields::default();
         fields.record(&mut recorded);
-        let mut out = String::new();
-        for (name, value) in recorded.0 {
+        let mut out = String::with_capacity(recorded.json.len() + 32);
+        for (name, range) in &recorded.spans {
             if !out.is_empty() {
                 out.push(',');
             }
-            push_json(&mut out, &Value::String(name.to_string()));
+            json::push_str(&mut out, name);
             out.push(':');
-            push_json(&mut out, &value);
+            out.push_str(&recorded.json[range.clone()]);
         }
         writer.write_str(&out)
     }
@@ -285,49 +302,57 @@ impl<'writer> FormatFields<'writer> for JsonFields {
     }
 }
 
-fn push_json(out: &mut String, value: &Value) {
-    // Serializing a Value into a String cannot fail.
-    if let Ok(text) = serde_json::to_string(value) {
-        out.push_str(&text);
-    }
+/// An event's recorded fields, each already written as JSON into one buffer.
+#[derive(Default)]
+struct Fields {
+    json: String,
+    spans: Vec<(&'static str, std::ops::Range<usize>)>,
 }
 
-/// Collects an event's recorded fields as JSON values.
-#[derive(Default)]
-struct Fields(Vec<(&'static str, Value)>);
-
 impl Fields {
-    fn take(&mut self, name: &str) -> Option<Value> {
-        let i = self.0.iter().position(|(n, _)| *n == name)?;
-        Some(self.0.swap_remove(i).1)
+    fn clear(&mut self) {
+        self.json.clear();
+        self.spans.clear();
+    }
+
+    /// The JSON of field `name`, if it was recorded.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.spans
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, range)| &self.json[range.clone()])
+    }
+
+    fn push(&mut self, field: &Field, write: impl FnOnce(&mut String)) {
+        let start = self.json.len();
+        write(&mut self.json);
+        self.spans.push((field.name(), start..self.json.len()));
     }
 }
 
 impl Visit for Fields {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.push((
-            field.name(),
-            serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number),
-        ));
+        self.push(field, |out| json::push_f64(out, value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.push((field.name(), Value::from(value)));
+        self.push(field, |out| out.push_str(itoa::Buffer::new().format(value)));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.push((field.name(), Value::from(value)));
+        self.push(field, |out| out.push_str(itoa::Buffer::new().format(value)));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.push((field.name(), Value::from(value)));
+        self.push(field, |out| {
+            out.push_str(if value { "true" } else { "false" })
+        });
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.push((field.name(), Value::from(value)));
+        self.push(field, |out| json::push_str(out, value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.push((field.name(), Value::from(value.to_string())));
+        self.push(field, |out| json::push_display(out, value));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .push((field.name(), Value::from(format!("{value:?}"))));
+        self.push(field, |out| json::push_debug(out, value));
     }
 }
 
