@@ -260,7 +260,9 @@ impl Tap {
         }
         let bytes = match self.chunks.len() {
             0 => Bytes::new(),
-            1 => self.chunks[0].clone(),
+            // A copy, not a slice: a slice would keep the connection's whole read buffer
+            // alive for as long as the entry lives.
+            1 => Bytes::copy_from_slice(&self.chunks[0]),
             _ => {
                 let mut all = BytesMut::with_capacity(self.len);
                 for chunk in &self.chunks {
