@@ -48,21 +48,26 @@ pub fn check_path(path: &str) -> Result<(), CallError> {
             .get(at + 1..at + 3)
             .is_some_and(|h| h.eq_ignore_ascii_case(hex))
     };
-    let slashes = bytes
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\\' || (b == b'%' && (encoded(i, b"2f") || encoded(i, b"5c"))));
-    if slashes {
-        return Err(CallError::BadRequest(
-            "encoded slashes and backslashes are not allowed in the path".into(),
-        ));
+    // One pass over the path; segments are only looked at when a dot could make one.
+    let mut dotted = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\\' => return Err(slash_error()),
+            b'%' if encoded(i, b"2f") || encoded(i, b"5c") => return Err(slash_error()),
+            b'%' | b'.' => dotted = true,
+            _ => {}
+        }
     }
-    if path.split('/').any(is_dot_segment) {
+    if dotted && path.split('/').any(is_dot_segment) {
         return Err(CallError::BadRequest(
             "dot-segments (. or ..) are not allowed in the path".into(),
         ));
     }
     Ok(())
+}
+
+fn slash_error() -> CallError {
+    CallError::BadRequest("encoded slashes and backslashes are not allowed in the path".into())
 }
 
 /// `.` or `..`, each dot plain or percent-encoded (`%2e`, any case).

@@ -20,7 +20,10 @@ impl ErrorShape {
     /// The shape the store would use for this request: v3 on `/v3/` paths, XML when a
     /// legacy app asked for XML (`.xml` suffix or `Accept`), else legacy JSON.
     pub fn for_request(path: &str, accept: Option<&HeaderValue>) -> ErrorShape {
-        if path.split('/').any(|segment| segment == "v3") {
+        let v3 = path
+            .match_indices("/v3")
+            .any(|(at, _)| matches!(path.as_bytes().get(at + 3), None | Some(b'/')));
+        if v3 {
             return ErrorShape::V3;
         }
         if wants_xml(path, accept) {

@@ -92,8 +92,36 @@ where
 /// its level.
 pub fn init(log: &Log) -> Result<LevelHandle, TelemetryError> {
     let (dispatch, handle) = subscriber(log, output::stdout().clone())?;
-    tracing::dispatcher::set_global_default(dispatch).map_err(|_| TelemetryError::AlreadySet)?;
+    install(dispatch, log, output::stdout().clone())?;
     Ok(handle)
+}
+
+/// Where JSON access lines go without passing through tracing's machinery (set by
+/// [`install`]): the same writer the subscriber writes to.
+type Sink = Box<dyn Fn(&[u8]) + Send + Sync>;
+static DIRECT: std::sync::OnceLock<Sink> = std::sync::OnceLock::new();
+
+/// The target of the access event (`log.level = "warn,bcproxy::access=info"` keeps access
+/// lines and quiets the rest).
+pub const ACCESS_TARGET: &str = "bcproxy::access";
+
+/// Makes `dispatch` (from [`subscriber`] for `log`, writing to `writer`) the process-wide
+/// subscriber. With JSON lines, access lines are then written by [`access`] itself, straight
+/// to `writer`, byte for byte as the subscriber would write them (the hit path's largest
+/// cost otherwise), still subject to the level filter.
+pub fn install<W>(dispatch: tracing::Dispatch, log: &Log, writer: W) -> Result<(), TelemetryError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing::dispatcher::set_global_default(dispatch).map_err(|_| TelemetryError::AlreadySet)?;
+    if log.format == LogFormat::Json {
+        let _ = DIRECT.set(Box::new(move |line: &[u8]| {
+            use std::io::Write;
+            // A log that cannot be written has nowhere to report it.
+            let _ = writer.make_writer().write_all(line);
+        }));
+    }
+    Ok(())
 }
 
 /// The fields of one access event. Everything here is safe to log: no credential is ever put
@@ -130,14 +158,89 @@ pub struct AccessRecord {
     pub error: Option<String>,
 }
 
+impl AccessRecord {
+    /// The JSON line [`JsonLines`] makes of the access event, written directly: the same
+    /// keys in the same order, `null` for what is absent.
+    fn write_json(&self, line: &mut String) {
+        fn opt_str(line: &mut String, value: Option<&str>) {
+            match value {
+                Some(v) => json::push_str(line, v),
+                None => line.push_str("null"),
+            }
+        }
+        fn opt_u64(line: &mut String, value: Option<u64>) {
+            match value {
+                Some(v) => line.push_str(itoa::Buffer::new().format(v)),
+                None => line.push_str("null"),
+            }
+        }
+        line.push_str("{\"timestamp\":\"");
+        clock::push_now(line);
+        line.push_str("\",\"level\":\"INFO\",\"message\":\"access\"");
+        if let Some(instance) = INSTANCE.get() {
+            line.push_str(",\"instance\":");
+            json::push_str(line, instance);
+        }
+        line.push_str(",\"request_id\":");
+        json::push_str(line, &self.request_id);
+        line.push_str(",\"client\":");
+        opt_str(line, self.client.as_deref());
+        line.push_str(",\"method\":");
+        json::push_str(line, &self.method);
+        line.push_str(",\"path\":");
+        json::push_str(line, &self.path);
+        line.push_str(",\"status\":");
+        line.push_str(itoa::Buffer::new().format(self.status));
+        line.push_str(",\"cache\":");
+        json::push_str(line, self.cache);
+        line.push_str(",\"upstream_status\":");
+        opt_u64(line, self.upstream_status.map(u64::from));
+        line.push_str(",\"upstream_ms\":");
+        match self.upstream_ms {
+            Some(ms) => json::push_f64(line, ms),
+            None => line.push_str("null"),
+        }
+        line.push_str(",\"upstream_request_id\":");
+        opt_str(line, self.upstream_request_id.as_deref());
+        line.push_str(",\"wait_ms\":");
+        json::push_f64(line, self.wait_ms);
+        line.push_str(",\"total_ms\":");
+        json::push_f64(line, self.total_ms);
+        line.push_str(",\"bytes_out\":");
+        line.push_str(itoa::Buffer::new().format(self.bytes_out));
+        line.push_str(",\"budget_remaining\":");
+        opt_u64(line, self.budget_remaining);
+        line.push_str(",\"error\":");
+        opt_str(line, self.error.as_deref());
+        line.push_str("}\n");
+    }
+}
+
 /// Rounds milliseconds to microsecond precision for the log.
 pub fn ms(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
+thread_local! {
+    /// The line [`access`] writes into (one per thread, reused).
+    static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(512));
+}
+
 /// Writes the access event for one call.
 pub fn access(r: &AccessRecord) {
+    if let Some(sink) = DIRECT.get() {
+        if tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+            LINE.with(|line| {
+                let mut line = line.borrow_mut();
+                line.clear();
+                r.write_json(&mut line);
+                sink(line.as_bytes());
+            });
+        }
+        return;
+    }
     tracing::info!(
+        target: ACCESS_TARGET,
         request_id = r.request_id.as_str(),
         client = r.client.as_deref(),
         method = r.method.as_str(),
@@ -405,6 +508,48 @@ mod tests {
         assert!(line["budget_remaining"].is_null());
         assert!(line.get("fields").is_none());
         assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    /// The access line written directly is, but for its timestamp, the one the subscriber
+    /// writes for the event, whatever the record holds.
+    #[test]
+    fn the_direct_access_line_is_the_subscribers_line() {
+        let records = [
+            AccessRecord::default(),
+            AccessRecord {
+                request_id: "r\"1\\\n".into(),
+                client: Some("erp \u{e9}\u{1f}".into()),
+                method: "PUT".into(),
+                path: "/api/v2/products/1?q=\"x\"&b=\t".into(),
+                status: 509,
+                cache: "STALE",
+                upstream_status: Some(509),
+                upstream_ms: Some(0.001),
+                upstream_request_id: Some("sim-1".into()),
+                wait_ms: 1234.5,
+                total_ms: 1e-7,
+                bytes_out: u64::MAX,
+                budget_remaining: Some(0),
+                error: Some("served stale: the store said \"no\"".into()),
+            },
+            AccessRecord {
+                upstream_ms: Some(f64::NAN),
+                total_ms: f64::INFINITY,
+                ..AccessRecord::default()
+            },
+        ];
+        for record in records {
+            let buf = Buf::default();
+            let writer = buf.clone();
+            let (dispatch, _) = subscriber(&Log::default(), move || writer.clone()).unwrap();
+            tracing::dispatcher::with_default(&dispatch, || access(&record));
+            let through = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            let mut direct = String::new();
+            record.write_json(&mut direct);
+            let strip = |line: &str| line.split_once("\",\"level\"").unwrap().1.to_string();
+            assert_eq!(strip(&direct), strip(&through));
+            serde_json::from_str::<serde_json::Value>(&direct).unwrap();
+        }
     }
 
     /// Events inside a call's span carry its request id; the access event keeps its own.

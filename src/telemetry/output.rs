@@ -30,7 +30,13 @@ struct Shared {
     /// Signalled when the writer took the bytes; full-buffer callers wait on it.
     drained: Condvar,
     /// The destination; held while writing, so batches stay in order.
-    out: Mutex<Box<dyn Write + Send>>,
+    out: Mutex<Out>,
+}
+
+struct Out {
+    writer: Box<dyn Write + Send>,
+    /// The last batch's buffer, emptied, to be the next one (no allocation per batch).
+    spare: Vec<u8>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -44,7 +50,10 @@ impl Buffered {
             pending: Mutex::new(Vec::with_capacity(FLUSH_AT)),
             filled: Condvar::new(),
             drained: Condvar::new(),
-            out: Mutex::new(out),
+            out: Mutex::new(Out {
+                writer: out,
+                spare: Vec::with_capacity(FLUSH_AT),
+            }),
         });
         let writer = Arc::downgrade(&shared);
         let _ = std::thread::Builder::new()
@@ -99,16 +108,20 @@ impl Shared {
 
     fn write_pending(&self) {
         let mut out = lock(&self.out);
-        let batch = {
-            let mut pending = lock(&self.pending);
-            std::mem::replace(&mut *pending, Vec::with_capacity(FLUSH_AT))
-        };
+        let spare = std::mem::take(&mut out.spare);
+        let mut batch = std::mem::replace(&mut *lock(&self.pending), spare);
         self.drained.notify_all();
         if !batch.is_empty() {
             // A log that cannot be written has nowhere to report it.
-            let _ = out.write_all(&batch);
-            let _ = out.flush();
+            let _ = out.writer.write_all(&batch);
+            let _ = out.writer.flush();
         }
+        batch.clear();
+        if batch.capacity() > MAX_BUFFERED {
+            // A burst grew it: give the memory back.
+            batch = Vec::with_capacity(FLUSH_AT);
+        }
+        out.spare = batch;
     }
 }
 

@@ -424,10 +424,9 @@ impl Logs {
     pub fn capture() -> (Logs, CaptureGuard) {
         static GLOBAL: std::sync::Once = std::sync::Once::new();
         GLOBAL.call_once(|| {
-            let (dispatch, _) =
-                bcproxy::telemetry::subscriber(&bcproxy::config::Log::default(), || ToCapture)
-                    .unwrap();
-            let _ = tracing::dispatcher::set_global_default(dispatch);
+            let log = bcproxy::config::Log::default();
+            let (dispatch, _) = bcproxy::telemetry::subscriber(&log, || ToCapture).unwrap();
+            let _ = bcproxy::telemetry::install(dispatch, &log, || ToCapture);
         });
         let logs = Logs::default();
         CAPTURE.with(|c| *c.borrow_mut() = Some(logs.clone()));
