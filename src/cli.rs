@@ -242,6 +242,7 @@ async fn run(args: ConfigArgs) -> Result<(), Failure> {
         crate::telemetry::set_instance(&settings.cluster.instance_name());
     }
     let level = crate::telemetry::init(&settings.log).map_err(|e| Failure::Other(e.to_string()))?;
+    let stop = shutdown_signal();
     let listener = bind(settings.listen.addr, "listen.addr").await?;
     let admin = match settings.admin.addr {
         Some(addr) => Some(bind(addr, "admin.addr").await?),
@@ -256,7 +257,7 @@ async fn run(args: ConfigArgs) -> Result<(), Failure> {
         app = app.webhook_listener(listener);
     }
     app.reloadable(sources, Some(level))
-        .serve(listener, admin, shutdown_signal())
+        .serve(listener, admin, stop)
         .await
         .map(drop)
         .map_err(|e| Failure::Other(e.to_string()))
@@ -361,6 +362,7 @@ async fn run_sim(args: SimArgs) -> Result<(), Failure> {
         ..Default::default()
     };
     crate::telemetry::init(&log).map_err(|e| Failure::Other(e.to_string()))?;
+    let stop = shutdown_signal();
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| Failure::Other(format!("cannot listen on {} (--listen): {e}", args.listen)))?;
@@ -392,7 +394,7 @@ async fn run_sim(args: SimArgs) -> Result<(), Failure> {
     let sim = Sim::new(config);
     let stopped = sim
         .serve(listener, async {
-            tracing::info!(reason = shutdown_signal().await, "shutdown.begin")
+            tracing::info!(reason = stop.await, "shutdown.begin")
         })
         .await;
     tracing::info!(
@@ -404,6 +406,7 @@ async fn run_sim(args: SimArgs) -> Result<(), Failure> {
 }
 
 async fn demo(args: DemoArgs) -> Result<(), Failure> {
+    let stop = shutdown_signal();
     let running_sim = Sim::start(SimConfig::default(), args.sim_listen)
         .await
         .map_err(|e| {
@@ -494,7 +497,7 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
         key = sim::DEFAULT_API_KEY,
     );
     let app = App::new(Arc::new(settings)).map_err(|e| Failure::Other(e.to_string()))?;
-    let result = app.serve(listener, Some(admin), shutdown_signal()).await;
+    let result = app.serve(listener, Some(admin), stop).await;
     running_sim.stop().await;
     result.map(drop).map_err(|e| Failure::Other(e.to_string()))
 }

@@ -637,25 +637,32 @@ pub fn refusal_response(content_type: &str, body: &[u8]) -> Bytes {
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C), returning the signal's name.
-pub async fn shutdown_signal() -> &'static str {
+pub fn shutdown_signal() -> impl Future<Output = &'static str> + Send {
+    // Both are listened for from the moment this is called, not from the first poll: a signal
+    // in between would otherwise take the default action and kill the process uncleanly.
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return "SIGINT";
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, int) {
+                (Some(mut term), Some(mut int)) => tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                },
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    "SIGINT"
+                }
             }
-        };
-        tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = tokio::signal::ctrl_c() => "SIGINT",
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
     }
 }
