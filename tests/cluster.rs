@@ -957,6 +957,21 @@ async fn answers_over_a_mebibyte_are_not_shared() {
     let a = http.get(&format!("{}{path}", proxies[0].url())).await;
     assert!(a.text().len() > 1024 * 1024);
     assert_eq!(a.header("x-cache"), Some("MISS"));
+    // A streamed answer is stored once its stream has ended, just after the app has the
+    // last byte.
+    let stored = {
+        let mut stored = false;
+        for _ in 0..100 {
+            let entries = proxies[0].status().settled_snapshot().await.cache_entries;
+            if entries > 0 {
+                stored = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stored
+    };
+    assert!(stored, "A never stored the answer");
     assert_eq!(
         http.get(&format!("{}{path}", proxies[0].url()))
             .await
