@@ -19,8 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::headers::{MAX_HEADER_BYTES, REFUSED};
 
-/// How much is read from the connection at a time.
-const READ_SIZE: usize = 16 * 1024;
+/// How much is read from the connection at a time (a head that is larger takes more reads).
+const READ_SIZE: usize = 4 * 1024;
 
 /// A random marker only this process knows, so an app cannot forge a refusal.
 fn marker() -> &'static str {
@@ -120,7 +120,7 @@ impl<IO> FramingGuard<IO> {
                 State::Head => {
                     let from = self.scanned.saturating_sub(3).max(self.head_start);
                     let limit = MAX_HEADER_BYTES * 2;
-                    let end = find(&self.buf[from..self.filled], b"\r\n\r\n").map(|i| from + i + 4);
+                    let end = head_end(&self.buf[from..self.filled]).map(|i| from + i + 4);
                     match end {
                         Some(end) if end - self.head_start <= limit => self.head_complete(end),
                         _ if self.filled - self.head_start > limit => {
@@ -252,8 +252,17 @@ impl<'a> Framing<'a> {
     /// hyper's to check).
     fn of(head: &'a [u8]) -> Framing<'a> {
         let mut framing = Framing::default();
-        for line in head.split(|b| *b == b'\n').skip(1) {
-            let Some(colon) = line.iter().position(|b| *b == b':') else {
+        let mut starts = memchr::memchr_iter(b'\n', head).map(|i| i + 1);
+        let mut start = starts.next().unwrap_or(head.len());
+        while start < head.len() {
+            let end = starts.next().unwrap_or(head.len());
+            let line = &head[start..end];
+            start = end;
+            // Only two names matter here: skip every other line at its first byte.
+            if !matches!(line.first(), Some(b'c' | b'C' | b't' | b'T')) {
+                continue;
+            }
+            let Some(colon) = memchr::memchr(b':', line) else {
                 continue;
             };
             let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
@@ -302,8 +311,11 @@ fn length(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// Where the first `\r\n\r\n` (the end of a head) starts.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', buf)
+        .find(|&i| i >= 3 && &buf[i - 3..=i] == b"\r\n\r\n")
+        .map(|i| i - 3)
 }
 
 /// Follows a chunked body over `data`: how many bytes belong to it, and the state after them.

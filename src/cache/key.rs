@@ -48,15 +48,16 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
     {
         for item in value.split(',') {
             let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let coding = parts.next().unwrap_or("").trim();
             let q = parts
                 .filter_map(|p| p.trim().strip_prefix("q="))
                 .find_map(|q| q.trim().parse::<f32>().ok())
                 .unwrap_or(1.0);
-            match coding.as_str() {
-                "gzip" | "x-gzip" => return q > 0.0,
-                "*" => star = q > 0.0,
-                _ => {}
+            if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                return q > 0.0;
+            }
+            if coding == "*" {
+                star = q > 0.0;
             }
         }
     }
