@@ -25,6 +25,11 @@
 //!   Redis against three alone, the hit path with the cluster on and off, and how soon a
 //!   write through one proxy reaches another (see `load/cluster.rs`).
 //!
+//! - **speed** (not in the default set): the cache hit beside a bare hyper server and nginx
+//!   `proxy_cache` (when installed) in one run, miss and pass-through against direct calls, the
+//!   cost curves (entries cached, connections, budget decisions by limit) and memory with a
+//!   full cache and 2,000 idle connections (see `load/speed.rs`; wrk drives it when installed).
+//!
 //! `BENCH_PROXY_BIN=path/to/bcproxy` measures another build of the proxy against the same
 //! simulator (to compare commits).
 
@@ -45,6 +50,8 @@ use tokio::process::{Child, Command};
 
 #[path = "load/cluster.rs"]
 mod cluster;
+#[path = "load/speed.rs"]
+mod speed;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bcproxy");
 
@@ -191,19 +198,33 @@ async fn drive(
 }
 
 fn spawn(args: &[&str], envs: &[(&str, String)]) -> Child {
+    spawn_to(args, envs, None)
+}
+
+/// Starts this build (or `BENCH_PROXY_BIN` for a proxy), its stdout into `log` when given.
+fn spawn_to(args: &[&str], envs: &[(&str, String)], log: Option<&std::path::Path>) -> Child {
     // `BENCH_PROXY_BIN` runs another build of the proxy (an A/B against an older commit); the
     // simulator is always this one.
     let bin = match std::env::var("BENCH_PROXY_BIN") {
         Ok(other) if args.first() != Some(&"sim") => other,
         _ => BIN.to_string(),
     };
-    spawn_bin(&bin, args, envs)
+    spawn_bin_to(&bin, args, envs, log)
 }
 
-fn spawn_bin(bin: &str, args: &[&str], envs: &[(&str, String)]) -> Child {
+fn spawn_bin_to(
+    bin: &str,
+    args: &[&str],
+    envs: &[(&str, String)],
+    log: Option<&std::path::Path>,
+) -> Child {
+    let stdout = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).expect("the log file")),
+        None => Stdio::null(),
+    };
     let mut cmd = Command::new(bin);
     cmd.args(args)
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     for (k, v) in envs {
@@ -236,11 +257,17 @@ impl Process {
     }
 
     async fn proxy(sim: SocketAddr, extra: &str) -> Process {
-        Process::proxy_bin(None, sim, extra).await
+        Process::proxy_bin(None, sim, extra, None).await
     }
 
-    /// A proxy of build `bin` (this one when `None`, or `BENCH_PROXY_BIN`).
-    async fn proxy_bin(bin: Option<&str>, sim: SocketAddr, extra: &str) -> Process {
+    /// A proxy of build `bin` (this one when `None`, or `BENCH_PROXY_BIN`), its access log
+    /// into `log` when given (else nowhere); no admin listener unless `extra` has one.
+    async fn proxy_bin(
+        bin: Option<&str>,
+        sim: SocketAddr,
+        extra: &str,
+        log: Option<&std::path::Path>,
+    ) -> Process {
         let addr = free_port();
         let config = std::env::temp_dir().join(format!(
             "bcproxy-bench-{}-{}.toml",
@@ -250,29 +277,21 @@ impl Process {
         std::fs::write(
             &config,
             format!(
-                "[listen]\naddr = \"{addr}\"\n[upstream]\nurl = \"http://{sim}\"\nusername = \"{}\"\n{extra}\n[admin]\naddr = \"\"\n[log]\nlevel = \"{}\"\n",
+                "[listen]\naddr = \"{addr}\"\n[upstream]\nurl = \"http://{sim}\"\nusername = \"{}\"\n{extra}\n{}[log]\nlevel = \"{}\"\n",
                 bcproxy::sim::DEFAULT_USERNAME,
+                if extra.contains("[admin]") { "" } else { "[admin]\naddr = \"\"\n" },
                 env_or("BENCH_LOG_LEVEL", "info".to_string()),
             ),
         )
         .expect("write config");
         let args = ["run", "--config", &config.display().to_string()];
+        let key = [(
+            "BCPROXY__UPSTREAM__API_KEY",
+            bcproxy::sim::DEFAULT_API_KEY.to_string(),
+        )];
         let mut child = match bin {
-            Some(bin) => spawn_bin(
-                bin,
-                &args,
-                &[(
-                    "BCPROXY__UPSTREAM__API_KEY",
-                    bcproxy::sim::DEFAULT_API_KEY.into(),
-                )],
-            ),
-            None => spawn(
-                &args,
-                &[(
-                    "BCPROXY__UPSTREAM__API_KEY",
-                    bcproxy::sim::DEFAULT_API_KEY.into(),
-                )],
-            ),
+            Some(bin) => spawn_bin_to(bin, &args, &key, log),
+            None => spawn_to(&args, &key, log),
         };
         if !wait_for(addr).await {
             let mut err = String::new();
@@ -558,6 +577,7 @@ async fn writes_with(
         &format!(
             "[budget]\nlimit = {limit}\nwindow = \"{window}\"\nmax_wait = \"2s\"\nreserve_writes = 10\n[cache]\nenabled = true\nttl = \"60s\""
         ),
+        None,
     )
     .await;
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
@@ -754,6 +774,16 @@ async fn hardening() {
 
 #[tokio::main]
 async fn main() {
+    // The speed scenario's reference server is this bench, run again.
+    if std::env::var("BENCH_ROLE").as_deref() == Ok("bare") {
+        let addr = env_or("BENCH_BARE_ADDR", SocketAddr::from(([127, 0, 0, 1], 18099)));
+        let body = std::env::var("BENCH_BARE_BODY")
+            .ok()
+            .and_then(|path| std::fs::read(path).ok())
+            .unwrap_or_default();
+        speed::bare_server(addr, Bytes::from(body)).await;
+        return;
+    }
     let scenarios: String = env_or("BENCH_SCENARIOS", "throughput,cache,budget".to_string());
     for scenario in scenarios.split(',') {
         match scenario.trim() {
@@ -763,8 +793,9 @@ async fn main() {
             "hardening" => hardening().await,
             "writes" => writes().await,
             "cluster" => cluster::cluster().await,
+            "speed" => speed::speed().await,
             other => eprintln!(
-                "unknown scenario {other:?} (throughput, cache, budget, writes, hardening, cluster)"
+                "unknown scenario {other:?} (throughput, cache, budget, writes, hardening, cluster, speed)"
             ),
         }
     }
