@@ -4,7 +4,10 @@
 //! - **Rolling** (legacy): the store's hour moves in one-minute steps and the proxy cannot see
 //!   where the steps fall, so each send counts for `window + step`, never less. Memory is one
 //!   timestamp per send still counting: never more than `limit`.
-//! - **Fixed** (oauth): the store's own window, whose end and quota its headers state; every
+//! - **Fixed** (oauth): the store's own window, whose end and quota its headers state (a
+//!   send made in the last tenth of a window, at most a second, counts in the next one too: it
+//!   may reach the store after its reset, and the reset the store states is already old when
+//!   the proxy reads it); every
 //!   send in the current window counts until it ends.
 
 use std::collections::VecDeque;
@@ -28,7 +31,12 @@ enum Kind {
     /// Send times still counting, oldest first.
     Rolling { sends: VecDeque<Instant> },
     /// The current window's end and the sends in it.
-    Fixed { ends: Instant, count: u64 },
+    Fixed {
+        ends: Instant,
+        count: u64,
+        /// Sends of this window made in its last [`Ledger::margin`]: they count in the next.
+        carry: u64,
+    },
 }
 
 impl Ledger {
@@ -52,6 +60,7 @@ impl Ledger {
             kind: Kind::Fixed {
                 ends: now + window,
                 count: 0,
+                carry: 0,
             },
         }
     }
@@ -75,6 +84,11 @@ impl Ledger {
         }
     }
 
+    /// Fixed windows: how long before a window's end a send also counts in the next one.
+    fn margin(&self) -> Duration {
+        (self.window / 10).min(Duration::from_secs(1))
+    }
+
     /// How long one send counts (rolling: window plus one step).
     fn hold(&self) -> Duration {
         self.window + self.window / STEPS
@@ -89,11 +103,13 @@ impl Ledger {
                     sends.pop_front();
                 }
             }
-            Kind::Fixed { ends, count } => {
+            Kind::Fixed { ends, count, carry } => {
                 if now >= *ends {
                     let behind = now.duration_since(*ends).as_nanos() / window.as_nanos().max(1);
                     *ends += window * (behind as u32 + 1);
-                    *count = 0;
+                    // The last window's late sends count in the one right after it.
+                    *count = if behind == 0 { *carry } else { 0 };
+                    *carry = 0;
                 }
             }
         }
@@ -116,27 +132,40 @@ impl Ledger {
     /// Counts a send at `now`.
     pub fn record(&mut self, now: Instant) {
         self.expire(now);
+        let margin = self.margin();
         match &mut self.kind {
             Kind::Rolling { sends } => {
                 // Sends are recorded in time order; keep it so even if a caller's clock lags.
                 let at = sends.back().map_or(now, |&last| last.max(now));
                 sends.push_back(at);
             }
-            Kind::Fixed { count, .. } => *count += 1,
+            Kind::Fixed { ends, count, carry } => {
+                *count += 1;
+                if now + margin >= *ends {
+                    *carry += 1;
+                }
+            }
         }
     }
 
     /// Takes back a send recorded at `at` that never went out.
     pub fn unrecord(&mut self, at: Instant) {
+        let margin = self.margin();
         match &mut self.kind {
             Kind::Rolling { sends } => {
                 if let Some(i) = sends.iter().rposition(|&t| t <= at) {
                     sends.remove(i);
                 }
             }
-            Kind::Fixed { ends, count } => {
-                // Only a send of the current window can be taken back.
+            Kind::Fixed { ends, count, carry } => {
                 if at + self.window > *ends {
+                    // A send of the current window.
+                    *count = count.saturating_sub(1);
+                    if at + margin >= *ends {
+                        *carry = carry.saturating_sub(1);
+                    }
+                } else if at + self.window + margin >= *ends {
+                    // A late send of the last window, carried into this one.
                     *count = count.saturating_sub(1);
                 }
             }
@@ -179,12 +208,13 @@ impl Ledger {
     pub fn sync_fixed(&mut self, quota: u64, window: Duration, resets: Instant) {
         self.limit = quota;
         self.window = window;
-        if let Kind::Fixed { ends, count } = &mut self.kind {
+        if let Kind::Fixed { ends, count, carry } = &mut self.kind {
             // A reset well beyond the end the proxy expected means the store has moved to a
-            // window the proxy's sends were not in. A sooner reset keeps the count: those
-            // sends are in the store's current window.
+            // window the proxy's sends were not in (but for the late ones). A sooner reset
+            // keeps the count: those sends are in the store's current window.
             if resets > *ends + window / 2 {
-                *count = 0;
+                *count = *carry;
+                *carry = 0;
             }
             *ends = resets;
         }
@@ -203,7 +233,7 @@ impl Ledger {
                 sends: sends.iter().copied().collect(),
                 fixed: None,
             },
-            Kind::Fixed { ends, count } => Spent {
+            Kind::Fixed { ends, count, .. } => Spent {
                 sends: Vec::new(),
                 fixed: Some((*ends, *count)),
             },
@@ -218,7 +248,7 @@ impl Ledger {
                 all.sort_unstable();
                 *mine = all.into_iter().collect();
             }
-            Kind::Fixed { ends, count } => {
+            Kind::Fixed { ends, count, .. } => {
                 if let Some((saved_end, saved_count)) = spent.fixed
                     && saved_end > now
                 {
@@ -284,11 +314,38 @@ mod tests {
         let w = Duration::from_secs(30);
         let mut l = Ledger::fixed(2, w, t0);
         l.record(t0);
-        l.record(t0 + Duration::from_secs(29));
-        assert_eq!(l.left(t0 + Duration::from_secs(29)), 0);
-        assert_eq!(l.free_at(t0 + Duration::from_secs(29), 1), Some(t0 + w));
+        l.record(t0 + Duration::from_secs(28));
+        assert_eq!(l.left(t0 + Duration::from_secs(28)), 0);
+        assert_eq!(l.free_at(t0 + Duration::from_secs(28), 1), Some(t0 + w));
         assert_eq!(l.left(t0 + w), 2);
         assert_eq!(l.left(t0 + 5 * w + Duration::from_secs(1)), 2);
+    }
+
+    /// A send in a window's last second (a tenth of it, at most a second) may reach the store
+    /// after its reset: it counts in the next window too, and only in the next.
+    #[test]
+    fn a_late_send_counts_in_the_next_fixed_window_too() {
+        let t0 = Instant::now();
+        let w = Duration::from_secs(30);
+        let mut l = Ledger::fixed(3, w, t0);
+        l.record(t0 + Duration::from_secs(28));
+        l.record(t0 + Duration::from_millis(29_500));
+        l.record(t0 + Duration::from_millis(29_900));
+        assert_eq!(
+            l.left(t0 + w),
+            1,
+            "the two late sends count in the next window"
+        );
+        // One of them never went out: taken back from the window it was carried into.
+        l.unrecord(t0 + Duration::from_millis(29_900));
+        assert_eq!(l.left(t0 + w), 2);
+        assert_eq!(l.left(t0 + 2 * w), 3, "and no further");
+        // A short window's margin is a tenth of it.
+        let mut short = Ledger::fixed(1, Duration::from_millis(800), t0);
+        short.record(t0 + Duration::from_millis(700));
+        assert_eq!(short.left(t0 + Duration::from_millis(800)), 1);
+        short.record(t0 + Duration::from_millis(1550));
+        assert_eq!(short.left(t0 + Duration::from_millis(1600)), 0);
     }
 
     #[test]

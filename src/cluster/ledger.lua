@@ -48,7 +48,9 @@ if fixed then
 else
   redis.call('ZREMRANGEBYSCORE', sends, '-inf', now - hold)
 end
-local from = fixed and (ends - window) or ('(' .. (now - hold))
+-- ledger.rs margin: a send in a fixed window's last tenth (at most a second) counts in the next
+-- window too (it may reach the store after its reset).
+local from = fixed and (ends - window - math.min(math.floor(window / 10), 1000)) or ('(' .. (now - hold))
 local used = redis.call('ZCOUNT', sends, from, '+inf')
 local last = tonumber(redis.call('GET', seqk) or '0')
 
