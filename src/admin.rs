@@ -104,7 +104,14 @@ async fn answer(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
     match (req.uri().path(), read) {
         ("/healthz", true) => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         ("/readyz", true) => {
-            if status.store_reachable(READY_WITHIN).await {
+            if status.is_draining() {
+                let body = json!({ "ready": false, "reason": "draining: shutting down, finishing the calls in flight" });
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    body.to_string(),
+                )
+            } else if status.store_reachable(READY_WITHIN).await {
                 reply(
                     StatusCode::OK,
                     "application/json",
@@ -208,6 +215,7 @@ fn status_json(status: &Status) -> serde_json::Value {
     json!({
         "version": VERSION,
         "uptime_s": s.uptime.as_secs(),
+        "draining": status.is_draining(),
         "upstream": {
             "url": status.upstream_url(),
             "last_answer_s_ago": status.last_answer_ago().map(|d| d.as_secs()),

@@ -219,8 +219,10 @@ impl App {
 
         let grace = humantime::format_duration(settings.listen.shutdown_grace).to_string();
         let (reason_tx, reason_rx) = oneshot::channel();
+        let draining = parts.status.clone();
         let shutdown = async move {
             let reason = shutdown.await;
+            draining.set_draining();
             tracing::info!(reason, grace = %grace, "shutdown.begin");
             let _ = reason_tx.send(reason);
         };

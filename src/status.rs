@@ -26,6 +26,8 @@ pub struct Status {
     upstream_errors: AtomicU64,
     /// When the store last answered (anything), for readiness.
     last_answer: Mutex<Option<Instant>>,
+    /// Set when shutdown began: the proxy finishes what it has and takes nothing new.
+    draining: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
     clients: RwLock<Vec<String>>,
     budget: Budget,
@@ -128,6 +130,7 @@ impl Status {
             throttled: AtomicU64::new(0),
             upstream_errors: AtomicU64::new(0),
             last_answer: Mutex::new(None),
+            draining: std::sync::atomic::AtomicBool::new(false),
             metrics: Arc::new(Metrics::default()),
             clients: RwLock::new(clients),
             budget,
@@ -174,6 +177,16 @@ impl Status {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .map(|at| at.elapsed())
+    }
+
+    /// Notes that shutdown began (readiness then fails, so no new traffic is routed here).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// True once shutdown began.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// True when the store answered (anything) within `within`; else a connection to it is

@@ -457,6 +457,54 @@ async fn a_clean_stop_loses_no_log_line() {
     assert!(shutdown, "the last line (shutdown) was lost");
 }
 
+/// `log.format = "text"` writes plain lines into a file or a pipe: no ANSI escape codes
+/// (colours are for a terminal only).
+#[tokio::test]
+async fn text_logs_into_a_pipe_have_no_colour_codes() {
+    let sim = start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\nusername = \"{}\"\n[admin]\naddr = \"\"\n[log]\nformat = \"text\"\n",
+        sim.url(),
+        bcproxy::sim::DEFAULT_USERNAME
+    );
+    let path = write(dir.path(), "text.toml", &config);
+    let mut child = bcproxy(&["--config", &path])
+        .env("BCPROXY__UPSTREAM__API_KEY", bcproxy::sim::DEFAULT_API_KEY)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = Vec::new();
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), stdout.next_line())
+            .await
+            .expect("a start line")
+            .unwrap()
+            .expect("output");
+        lines.push(line.clone());
+        if let Some(at) = line.find("listen=") {
+            let addr: String = line[at + "listen=".len()..]
+                .chars()
+                .take_while(|c| !c.is_whitespace())
+                .collect();
+            break addr;
+        }
+    };
+    let reply = Http::default()
+        .get(&format!("http://{addr}/api/v2/products/1"))
+        .await;
+    assert_eq!(reply.status, 200);
+    signal(&child, "TERM");
+    while let Ok(Some(line)) = stdout.next_line().await {
+        lines.push(line);
+    }
+    child.wait().await.unwrap();
+    let text = lines.join("\n");
+    assert!(text.contains(" access "), "{text}");
+    assert!(text.contains("shutdown"), "{text}");
+    assert!(!text.contains('\x1b'), "colour codes in a pipe: {text:?}");
+}
+
 /// `bcproxy demo` needs no config or credentials, prints curl lines that work, and stops
 /// cleanly on Ctrl-C (SIGINT).
 #[tokio::test]

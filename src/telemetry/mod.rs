@@ -7,6 +7,7 @@
 //! secret is ever a field.
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 use tracing::field::{Field, Visit};
@@ -77,9 +78,14 @@ where
             (builder.finish().into(), handle)
         }
         LogFormat::Text => {
+            // Colours only for a person at a terminal: never escapes in a file or a pipe.
+            let ansi = std::io::stdout().is_terminal();
             let builder = builder
+                .with_ansi(ansi)
                 .event_format(WithInstance(
-                    tracing_subscriber::fmt::format().with_target(false),
+                    tracing_subscriber::fmt::format()
+                        .with_target(false)
+                        .with_ansi(ansi),
                 ))
                 .with_filter_reloading();
             let handle = level(builder.reload_handle());
