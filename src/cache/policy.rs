@@ -57,20 +57,28 @@ impl Policy {
         {
             return *ttl;
         }
-        let last = path
-            .rsplit('/')
-            .find(|s| !s.is_empty())
-            .map_or("", strip_format);
+        let trimmed = path.trim_end_matches('/');
+        let last = strip_format(&trimmed[trimmed.rfind('/').map_or(0, |i| i + 1)..]);
         if last == "time" {
             Duration::ZERO
         } else if last == "count" {
             self.ttl.min(COUNT_TTL)
-        } else if path.contains("orders") && path.split('/').any(|s| strip_format(s) == "orders") {
+        } else if has_orders_segment(path) {
             self.ttl.min(ORDERS_TTL)
         } else {
             self.ttl
         }
     }
+}
+
+/// True when a segment of `path` is `orders` (with or without a format suffix).
+fn has_orders_segment(path: &str) -> bool {
+    static ORDERS: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"orders"));
+    ORDERS.find_iter(path.as_bytes()).any(|at| {
+        (at == 0 || path.as_bytes()[at - 1] == b'/')
+            && path[at..].split('/').next().map(strip_format) == Some("orders")
+    })
 }
 
 /// A path segment without its `.json`/`.xml` suffix.

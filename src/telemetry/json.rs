@@ -19,7 +19,8 @@ fn needs_escape(b: u8) -> bool {
 /// Appends the JSON escape of `s` (no quotes).
 fn escape_into(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| needs_escape(b)) {
+    // Without short-circuit, so the check is vectorised: most strings need no escape at all.
+    if !bytes.iter().fold(false, |any, &b| any | needs_escape(b)) {
         out.push_str(s);
         return;
     }
