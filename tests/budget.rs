@@ -602,3 +602,111 @@ async fn the_ledger_survives_restarts() {
     foreign.stop().await;
     assert!(logs.text().contains("was written for another store"));
 }
+
+/// A pause ends on time by itself: once its time is up, `/status` (and the metrics and
+/// summaries, which read the same view) say "not paused" without waiting for a call to probe.
+#[tokio::test]
+async fn a_pause_ends_on_time_without_a_call() {
+    let sim = start_sim().await;
+    let proxy = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[
+            ("budget.limit", "1000"),
+            // One step is 300 ms: the pause after a 509 lasts that long.
+            ("budget.window", "18s"),
+            ("budget.max_wait", "50ms"),
+        ],
+    ))
+    .await;
+    sim.sim.inject(
+        Fault::Status {
+            status: 509,
+            location: None,
+        },
+        1,
+    );
+    // The call meets the 509; its resend would wait past max_wait, so the app gets the
+    // throttle answer and no call is left to probe.
+    let reply = Http::default()
+        .get(&format!("{}/api/v2/products/1", proxy.url()))
+        .await;
+    assert_eq!(reply.status, 509);
+    let paused = || proxy.status().snapshot().budget.paused;
+    assert!(paused(), "the 509 did not pause the budget");
+    let since = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(2), || !paused()).await,
+        "still paused with no call 2 s after a 300 ms pause"
+    );
+    assert!(
+        since.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        since.elapsed()
+    );
+    // The next call is the probe, and it goes at once.
+    let reply = Http::default()
+        .get(&format!("{}/api/v2/products/1", proxy.url()))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert!(!paused());
+}
+
+/// `wait_ms` says how long a call waited whatever came of it: a GET (through the cache) and a
+/// write that waited for an upstream slot until `max_wait` and then got the throttle answer
+/// both log the wait.
+#[tokio::test(flavor = "current_thread")]
+async fn wait_ms_is_logged_when_the_wait_ends_in_a_refusal() {
+    let (logs, _guard) = Logs::capture();
+    let sim = start_sim_with(SimConfig {
+        latency: Duration::from_millis(900),
+        ..Default::default()
+    })
+    .await;
+    let proxy = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[
+            ("upstream.max_concurrency", "1"),
+            ("budget.max_wait", "300ms"),
+            ("cache.enabled", "true"),
+        ],
+    ))
+    .await;
+    let http = Http::default();
+    // Holds the only upstream slot for 900 ms.
+    let first = {
+        let http = http.clone();
+        let url = format!("{}/api/v2/products/1", proxy.url());
+        tokio::spawn(async move { http.get(&url).await })
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || sim.sim.stats(false).in_flight
+            == 1)
+        .await
+    );
+    let get_url = format!("{}/api/v2/products/2", proxy.url());
+    let get = http.get(&get_url);
+    let post = http.send(
+        Request::post(format!("{}/api/v2/brands", proxy.url()))
+            .header("content-type", "application/json")
+            .body(body(r#"{"name":"Waited"}"#.to_string()))
+            .unwrap(),
+    );
+    let (get, post) = tokio::join!(get, post);
+    assert_eq!(get.status, 509, "{}", get.text());
+    assert_eq!(post.status, 509, "{}", post.text());
+    assert_eq!(first.await.unwrap().status, 200);
+    let access = logs.access();
+    for path in ["/api/v2/products/2", "/api/v2/brands"] {
+        let line = access
+            .iter()
+            .find(|l| l["path"] == path)
+            .unwrap_or_else(|| panic!("no access line for {path}: {access:?}"));
+        let waited = line["wait_ms"].as_f64().unwrap();
+        assert!(
+            (250.0..2000.0).contains(&waited),
+            "{path}: wait_ms {waited} after waiting until max_wait"
+        );
+    }
+}

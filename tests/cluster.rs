@@ -1031,3 +1031,49 @@ async fn a_redis_that_hangs_is_a_timeout_not_a_stall() {
         mode(proxy)
     );
 }
+
+/// In a cluster too, a pause ends on time by itself: once its time is up every process says
+/// "not paused", without a call having probed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_pause_ends_on_time_without_a_call() {
+    let sim = start_sim().await;
+    let name = unique_name("pause-ends");
+    let proxies = cluster(
+        &sim,
+        &shared_url(),
+        &name,
+        2,
+        &[
+            ("budget.limit", "1000"),
+            ("budget.window", "18s"),
+            ("budget.max_wait", "50ms"),
+        ],
+    )
+    .await;
+    assert!(all_in_mode(&proxies, |m| *m == Mode::Up).await);
+    sim.sim.inject(
+        Fault::Status {
+            status: 509,
+            location: None,
+        },
+        1,
+    );
+    let reply = Http::default()
+        .get(&format!("{}/api/v2/products/1", proxies[0].url()))
+        .await;
+    assert_eq!(reply.status, 509);
+    assert!(proxies[0].status().snapshot().budget.paused);
+    assert!(
+        eventually(Duration::from_secs(4), || proxies.iter().all(|p| !p
+            .status()
+            .snapshot()
+            .budget
+            .paused))
+        .await,
+        "still paused with no call long after a 300 ms pause"
+    );
+    let reply = Http::default()
+        .get(&format!("{}/api/v2/products/1", proxies[1].url()))
+        .await;
+    assert_eq!(reply.status, 200);
+}

@@ -112,9 +112,10 @@ impl Pause {
         }
     }
 
-    /// True unless sends are open.
+    /// True while nothing may go: the pause holds, or its probe is out. Once a pause's time is
+    /// up it is over (the next call probes), whether or not a call came since.
     pub fn is_paused(&self) -> bool {
-        *self != Pause::Open
+        self.gate().is_err()
     }
 }
 
@@ -245,6 +246,6 @@ mod tests {
             "a back-off ends in a probe"
         );
         assert_eq!(pause, Pause::Probing(None));
-        assert!(pause.gate().is_ok() && pause.is_paused());
+        assert!(pause.gate().is_ok() && !pause.is_paused());
     }
 }

@@ -254,9 +254,11 @@ end
 for _, k in ipairs(dirty) do redis.call('HSET', state, k, s[k]) end
 expire_keys()
 local seen = redis.call('ZCOUNT', instances, now - 30000, '+inf')
--- The pause: 0 open, 1 until (pause_left ms to go), 2 probing.
+-- The pause: 0 open, 1 until (pause_left ms to go), 2 its time is up (the next send probes),
+-- 3 the probe is out.
 local pause, pause_left = get('pause', 0), 0
 if pause == 1 then pause_left = math.max(0, get('until', 0) - now) end
+if pause == 2 and get('prober', 0) ~= 0 then pause = 3 end
 for _, v in ipairs({remaining(), limit, window, step, pause, pause_left, used, now, seen}) do
   result[#result + 1] = v
 end

@@ -97,7 +97,8 @@ struct Tail {
     limit: u64,
     window: Duration,
     step: Duration,
-    /// 0 open, 1 until (for `pause_left`), 2 probing.
+    /// 0 open, 1 until (for `pause_left`), 2 its time is up (the next send probes), 3 the
+    /// probe is out.
     pause: i64,
     pause_left: Duration,
     used: u64,
@@ -272,7 +273,7 @@ impl SharedAllowance {
         };
         let pause = match state.last.pause {
             1 => Some((state.last.pause_left, true)),
-            2 => Some((Duration::ZERO, true)),
+            2 | 3 => Some((Duration::ZERO, true)),
             _ => None,
         };
         let allowance = MemoryAllowance::seeded(
@@ -629,10 +630,11 @@ impl Allowance for SharedAllowance {
         }
         let last = state.last;
         // The view ages: a pause whose time is up no longer holds.
+        // Paused while the pause holds or its probe is out; not once its time is up.
         let paused = match (last.pause, state.last_at) {
             (1, Some(at)) => at.elapsed() < last.pause_left,
-            (0, _) => false,
-            _ => true,
+            (1, None) | (3, _) => true,
+            _ => false,
         };
         Standing {
             remaining: last.remaining,

@@ -143,6 +143,7 @@ impl Proxy {
         // A call with validators waits for the whole answer, to know whether it already has it.
         let stream = !has_validators(req.headers());
         let key = plan.key.clone();
+        let asked = Instant::now();
         let (shared, outcome) = self.fetch_shared(ctx, &req, plan, stream).await;
         let landed = match shared {
             Shared::Streamed(head, outlet, trip, outcome) => {
@@ -170,7 +171,14 @@ impl Proxy {
                 }
                 Ok(self.answer_fetched(call, &fetched, outcome, req.headers()))
             }
-            Landed::Failed(error) => stale(call, error.to_string()).ok_or(error),
+            Landed::Failed(error) => {
+                if matches!(error, CallError::Throttled(_)) {
+                    // Refused by the budget: the fetch never reached the store, so all this
+                    // time was spent waiting for it.
+                    call.record.wait_ms += crate::telemetry::ms(asked.elapsed());
+                }
+                stale(call, error.to_string()).ok_or(error)
+            }
             Landed::TooLarge => {
                 // Too large to share: this call fetches on its own, streaming.
                 self.cache.counters.count(Outcome::Miss);
