@@ -104,7 +104,14 @@ async fn answer(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
     match (req.uri().path(), read) {
         ("/healthz", true) => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         ("/readyz", true) => {
-            if status.is_draining() {
+            if let Some(code) = status.credential_refused() {
+                let body = json!({ "ready": false, "reason": format!("the store refuses the proxy's credential ({code}): check upstream.api_key (or the token) and its scopes") });
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    body.to_string(),
+                )
+            } else if status.is_draining() {
                 let body = json!({ "ready": false, "reason": "draining: shutting down, finishing the calls in flight" });
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -216,6 +223,7 @@ fn status_json(status: &Status) -> serde_json::Value {
         "version": VERSION,
         "uptime_s": s.uptime.as_secs(),
         "draining": status.is_draining(),
+        "credential_refused": status.credential_refused(),
         "upstream": {
             "url": status.upstream_url(),
             "last_answer_s_ago": status.last_answer_ago().map(|d| d.as_secs()),

@@ -17,6 +17,9 @@ use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 use crate::webhooks::{Verdict, Webhooks};
 
+/// How often `upstream.auth_failed` is repeated while the store refuses the credential.
+const AUTH_FAILED_EVERY: Duration = Duration::from_secs(60);
+
 /// The shared status of a running proxy.
 #[derive(Debug)]
 pub struct Status {
@@ -26,6 +29,9 @@ pub struct Status {
     upstream_errors: AtomicU64,
     /// When the store last answered (anything), for readiness.
     last_answer: Mutex<Option<Instant>>,
+    /// The store refusing the proxy's own credential: the status (401/403) and when it was
+    /// last said to the operator; cleared by the store's next other answer.
+    refused: Mutex<Option<(u16, Option<Instant>)>>,
     /// Set when shutdown began: the proxy finishes what it has and takes nothing new.
     draining: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
@@ -131,6 +137,7 @@ impl Status {
             upstream_errors: AtomicU64::new(0),
             last_answer: Mutex::new(None),
             draining: std::sync::atomic::AtomicBool::new(false),
+            refused: Mutex::new(None),
             metrics: Arc::new(Metrics::default()),
             clients: RwLock::new(clients),
             budget,
@@ -161,6 +168,42 @@ impl Status {
         if upstream_error {
             self.upstream_errors.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Notes the store's answer to a send: a 401 or 403 means it refuses the credential the
+    /// proxy sends (apps never send their own), which is logged as `upstream.auth_failed` (at
+    /// most once a minute while it lasts) and makes the proxy not ready; any other answer
+    /// ends it.
+    pub fn note_store_status(&self, status: u16) {
+        self.note_answer();
+        let mut refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if status != 401 && status != 403 {
+            if refused.take().is_some() {
+                tracing::info!(status, "upstream.auth_restored");
+            }
+            return;
+        }
+        let said = refused.and_then(|(_, said)| said);
+        let due = said.is_none_or(|at| at.elapsed() >= AUTH_FAILED_EVERY);
+        if due {
+            tracing::error!(
+                status,
+                hint = "the store refuses the proxy's credential: check upstream.api_key (or the token) and its scopes",
+                "upstream.auth_failed"
+            );
+        }
+        *refused = Some((status, if due { Some(Instant::now()) } else { said }));
+    }
+
+    /// The store's status while it refuses the proxy's credential.
+    pub fn credential_refused(&self) -> Option<u16> {
+        self.refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map(|(status, _)| status)
     }
 
     /// Notes that the store answered (anything).

@@ -119,3 +119,42 @@ async fn status_in_json() {
     assert!(status["upstream"]["last_answer_s_ago"].is_u64());
     assert!(!status.to_string().contains(bcproxy::sim::DEFAULT_API_KEY));
 }
+
+/// The store refusing the proxy's own credential (a wrong or revoked key): one
+/// `upstream.auth_failed` ERROR event however many calls meet it (at most one a minute), and
+/// `/readyz` 503 saying why, so the orchestrator sees the proxy cannot serve.
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_credential_is_an_error_event_and_not_ready() {
+    let (logs, _guard) = Logs::capture();
+    let sim = start_sim_with(bcproxy::sim::SimConfig {
+        api_key: "the-store-s-real-key".into(),
+        ..Default::default()
+    })
+    .await;
+    let proxy = start_proxy_with_admin(settings(&sim.url(), "", &[]), None).await;
+    let http = Http::default();
+    for _ in 0..3 {
+        let reply = http.get(&format!("{}/api/v2/time", proxy.url())).await;
+        assert_eq!(reply.status, 401);
+    }
+    let ready = http.get(&admin_url(&proxy, "/readyz")).await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(
+        ready.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("refuses the proxy's credential (401)"),
+        "{}",
+        ready.text()
+    );
+    let status = http.get(&admin_url(&proxy, "/status")).await.json();
+    assert_eq!(status["credential_refused"], 401);
+    let failed: Vec<_> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l["message"] == "upstream.auth_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["level"], "ERROR");
+    assert_eq!(failed[0]["status"], 401);
+}

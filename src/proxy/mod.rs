@@ -283,7 +283,7 @@ impl Proxy {
                 .await
             {
                 Ok(response) => {
-                    self.status.note_answer();
+                    self.status.note_store_status(response.status().as_u16());
                     response
                 }
                 Err(error) if can_retry && error.is_transient() => {
