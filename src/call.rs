@@ -14,7 +14,7 @@ use crate::budget::{Ask, Class};
 use crate::dialect::ErrorShape;
 use crate::headers::REQUEST_ID;
 use crate::metrics::Metrics;
-use crate::telemetry::{self, AccessRecord};
+use crate::telemetry::{self, AccessRecord, TraceId};
 
 /// Status logged for a call whose app went away before it was answered (as nginx does).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -28,8 +28,8 @@ pub struct Call {
     pub ctx: Ctx,
     /// The fields of the access event.
     pub record: AccessRecord,
-    /// The error body shape this call gets from the proxy.
-    pub shape: ErrorShape,
+    /// The app's `Accept`, for the shape of an error the proxy answers with.
+    accept: Option<HeaderValue>,
     /// The `Host` the app called (or the request target's authority), for
     /// [`Call::app_origin`].
     host: Option<HeaderValue>,
@@ -37,6 +37,9 @@ pub struct Call {
     scheme: &'static str,
     /// The store's own request id, when the call went upstream and the store sent one.
     pub upstream_id: Option<HeaderValue>,
+    /// A `traceparent` made for the call when the app sent no valid one, to pass upstream
+    /// (made into a header only if the call goes past the cache).
+    pub new_traceparent: Option<[u8; 55]>,
     /// The request body's share of `listen.body_memory`, held while the call lasts.
     pub body_memory: Option<tokio::sync::OwnedSemaphorePermit>,
     metrics: Option<Arc<Metrics>>,
@@ -76,8 +79,24 @@ impl Ctx {
 }
 
 impl Call {
+    /// The error body shape this call gets from the proxy (worked out only when it errs).
+    pub fn shape(&self) -> ErrorShape {
+        let path = self.record.path.split('?').next().unwrap_or("/");
+        ErrorShape::for_request(path, self.accept.as_ref())
+    }
+
+    /// Gives a request going past the cache the trace this call started, when the app sent
+    /// none (a hit needs no header: nothing goes upstream).
+    pub fn pass_trace<B>(&mut self, req: &mut Request<B>) {
+        if let Some(traceparent) = self.new_traceparent.take()
+            && let Ok(value) = HeaderValue::from_bytes(&traceparent)
+        {
+            req.headers_mut().insert(crate::headers::TRACEPARENT, value);
+        }
+    }
+
     /// Starts the context of a call: its id (the app's own if it sent a usable one), method,
-    /// path, class, error shape and deadline (`max_wait` after now).
+    /// path, trace, class and deadline (`max_wait` after now).
     pub fn start<B>(
         req: &Request<B>,
         ids: &RequestIds,
@@ -98,19 +117,33 @@ impl Call {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         let arrived = Instant::now();
+        let (trace_id, new_traceparent) = match req
+            .headers()
+            .get(&crate::headers::TRACEPARENT)
+            .and_then(trace_id_of)
+            .and_then(TraceId::parse)
+        {
+            Some(id) => (id, None),
+            None => {
+                let traceparent = ids.traceparent();
+                let id = std::str::from_utf8(&traceparent[3..35])
+                    .ok()
+                    .and_then(TraceId::parse)
+                    .unwrap_or_default();
+                (id, Some(traceparent))
+            }
+        };
         Call {
             record: AccessRecord {
                 request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
+                trace_id,
                 method: req.method().to_string(),
                 path: path.to_string(),
                 status: CLIENT_CLOSED,
                 cache: "BYPASS",
                 ..AccessRecord::default()
             },
-            shape: ErrorShape::for_request(
-                req.uri().path(),
-                req.headers().get(http::header::ACCEPT),
-            ),
+            accept: req.headers().get(http::header::ACCEPT).cloned(),
             ctx: Ctx {
                 request_id,
                 client: None,
@@ -121,6 +154,7 @@ impl Call {
             host,
             scheme,
             upstream_id: None,
+            new_traceparent,
             body_memory: None,
             metrics,
         }
@@ -190,6 +224,7 @@ fn usable_id(v: &HeaderValue) -> bool {
 pub struct RequestIds {
     prefix: u64,
     counter: AtomicU64,
+    traces: AtomicU64,
 }
 
 impl Default for RequestIds {
@@ -203,11 +238,24 @@ impl Default for RequestIds {
         RequestIds {
             prefix: hasher.finish(),
             counter: AtomicU64::new(0),
+            traces: AtomicU64::new(0),
         }
     }
 }
 
 impl RequestIds {
+    /// A new trace's `traceparent` (its trace id unique to this process and call, the proxy
+    /// as its parent).
+    pub fn traceparent(&self) -> [u8; 55] {
+        let n = self.traces.fetch_add(1, Ordering::Relaxed);
+        // 00-{prefix}{n}-{span}-01
+        let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-01";
+        hex16(&mut tp[3..19], self.prefix);
+        hex16(&mut tp[19..35], n);
+        hex16(&mut tp[36..52], (self.prefix.rotate_left(32) ^ n) | 1);
+        tp
+    }
+
     /// A new id, as a header value.
     pub fn next(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
@@ -219,6 +267,41 @@ impl RequestIds {
         let digits = (64 - n.leading_zeros()).div_ceil(4).max(8);
         len += hex(&mut id[len..], n, digits);
         HeaderValue::from_bytes(&id[..len]).unwrap_or_else(|_| HeaderValue::from_static("bcproxy"))
+    }
+}
+
+/// The trace id of a valid W3C `traceparent` (`version-traceid-parentid-flags`, lower-case
+/// hex, neither id all zeros, version `ff` invalid, version `00` exactly 55 bytes).
+pub fn trace_id_of(value: &HeaderValue) -> Option<&str> {
+    let v = value.to_str().ok()?;
+    let b = v.as_bytes();
+    let hex = |s: &[u8]| {
+        s.iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    };
+    let nonzero = |s: &[u8]| s.iter().any(|&c| c != b'0');
+    let shaped = b.len() >= 55
+        && b[2] == b'-'
+        && b[35] == b'-'
+        && b[52] == b'-'
+        && hex(&b[..2])
+        && &b[..2] != b"ff"
+        && hex(&b[3..35])
+        && hex(&b[36..52])
+        && hex(&b[53..55])
+        && nonzero(&b[3..35])
+        && nonzero(&b[36..52])
+        && (&b[..2] != b"00" || b.len() == 55)
+        && (b.len() == 55 || b[55] == b'-');
+    shaped.then(|| &v[3..35])
+}
+
+/// Writes `value` as 16 hex digits at the start of `out`, a byte at a time.
+fn hex16(out: &mut [u8], value: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in value.to_be_bytes().iter().enumerate() {
+        out[2 * i] = HEX[usize::from(byte >> 4)];
+        out[2 * i + 1] = HEX[usize::from(byte & 0xf)];
     }
 }
 
@@ -234,6 +317,57 @@ fn hex(out: &mut [u8], value: u64, digits: u32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traces_are_kept_or_started() {
+        let ids = RequestIds::default();
+        let app = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let req = Request::get("/api/v2/time")
+            .header("traceparent", app)
+            .body(())
+            .unwrap();
+        let call = Call::start(&req, &ids, "http", Duration::ZERO, None);
+        assert_eq!(
+            call.record.trace_id.as_str(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(
+            call.new_traceparent.is_none(),
+            "the app's trace is kept as it is"
+        );
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "garbage",
+        ] {
+            let req = Request::get("/")
+                .header("traceparent", bad)
+                .body(())
+                .unwrap();
+            let call = Call::start(&req, &ids, "http", Duration::ZERO, None);
+            let made = call.new_traceparent.expect(bad);
+            let made = std::str::from_utf8(&made).unwrap();
+            assert_eq!(made.len(), 55, "{made}");
+            assert_eq!(&made[3..35], call.record.trace_id.as_str());
+            assert!(
+                trace_id_of(&HeaderValue::from_str(made).unwrap()).is_some(),
+                "{made}"
+            );
+        }
+        // A later version may carry more fields.
+        let later = HeaderValue::from_static(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more",
+        );
+        assert_eq!(
+            trace_id_of(&later),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_ne!(ids.traceparent()[3..35], ids.traceparent()[3..35]);
+    }
 
     #[test]
     fn ids_are_unique_and_apps_keep_theirs() {

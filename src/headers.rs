@@ -5,6 +5,8 @@ use http::HeaderName;
 
 /// The call's id, to the app and to the store.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// W3C trace context: the app's trace, kept and passed to the store (one is made when absent).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// How the cache took part in an answer (`HIT`, `MISS`, `STALE`, `BYPASS`, `COALESCED`, `SHARED`).
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// The store's own request id, returned to the app when its call went upstream.

@@ -474,3 +474,70 @@ async fn oauth_token_injection_and_gzip_pass_through() {
     assert_eq!(stats.unauthorized, 0);
     assert_eq!(stats.distinct_credentials, 1);
 }
+
+/// W3C trace context: the app's `traceparent` reaches the store as it was sent and its trace
+/// id is the access line's `trace_id`; without one (or with an invalid one) the proxy starts a
+/// trace, sends it to the store (through the cache's fetch too) and logs its id.
+#[tokio::test(flavor = "current_thread")]
+async fn trace_context_is_kept_or_started_and_logged() {
+    let (logs, _guard) = Logs::capture();
+    let sim = start_sim().await;
+    let proxy = start_proxy(settings(&sim.url(), "", &[("cache.enabled", "true")])).await;
+    let http = Http::default();
+    let app = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let kept = http
+        .get_with(
+            &format!("{}/api/v2/products/1", proxy.url()),
+            &[("traceparent", app)],
+        )
+        .await;
+    assert_eq!(kept.status, 200);
+    let started = http
+        .get(&format!("{}/api/v2/products/2", proxy.url()))
+        .await;
+    assert_eq!(started.status, 200);
+    let invalid = http
+        .send(
+            Request::post(format!("{}/api/v2/brands", proxy.url()))
+                .header("content-type", "application/json")
+                .header("traceparent", "00-zz-00-01")
+                .body(body(r#"{"name":"Traced"}"#.to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(invalid.status, 201);
+    let seen = sim.sim.stats(true).log;
+    let access = logs.access();
+    let trace_of = |path: &str| {
+        let line = access.iter().find(|l| l["path"] == path).unwrap();
+        line["trace_id"].as_str().unwrap().to_string()
+    };
+    let sent_for = |path: &str| {
+        seen.iter()
+            .find(|c| c.path == path)
+            .and_then(|c| c.traceparent.clone())
+            .unwrap_or_else(|| panic!("no traceparent reached the store for {path}"))
+    };
+    assert_eq!(sent_for("/api/v2/products/1"), app);
+    assert_eq!(
+        trace_of("/api/v2/products/1"),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    for path in ["/api/v2/products/2", "/api/v2/brands"] {
+        let sent = sent_for(path);
+        assert_eq!(sent.len(), 55, "{sent}");
+        assert!(sent.starts_with("00-"), "{sent}");
+        assert_eq!(sent[3..35], trace_of(path), "{path}");
+    }
+    assert_ne!(trace_of("/api/v2/products/2"), trace_of("/api/v2/brands"));
+    // A hit has its own trace too (nothing goes upstream).
+    let hit = http
+        .get(&format!("{}/api/v2/products/2", proxy.url()))
+        .await;
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    let lines = logs.access();
+    assert_eq!(
+        lines.last().unwrap()["trace_id"].as_str().unwrap().len(),
+        32
+    );
+}

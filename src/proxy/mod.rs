@@ -159,13 +159,14 @@ impl Proxy {
         call: &mut Call,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, CallError> {
-        let req = self.admit(call, req).await?;
+        let mut req = self.admit(call, req).await?;
         if let Some(plan) = self.plan(&req) {
             // A fresh entry answers at once, without waiting on anything; what may wait (a
             // fetch, the budget) runs in a future of its own, so a hit's stays small.
             return match self.hit(call, &req, &plan) {
                 Ok(response) => Ok(response),
                 Err(found) => {
+                    call.pass_trace(&mut req);
                     let span = call_span(call);
                     Box::pin(self.cached(call, req, plan, found))
                         .instrument(span)
@@ -173,6 +174,7 @@ impl Proxy {
                 }
             };
         }
+        call.pass_trace(&mut req);
         let span = call_span(call);
         Box::pin(self.pass(call, req)).instrument(span).await
     }
@@ -375,7 +377,7 @@ impl Proxy {
         let mut response = Response::new(body::empty());
         *response.status_mut() = status;
         error.headers(self.dialect, response.headers_mut());
-        let bytes = error_body(call.shape, status, &message, response.headers_mut());
+        let bytes = error_body(call.shape(), status, &message, response.headers_mut());
         response
             .headers_mut()
             .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));

@@ -155,6 +155,9 @@ pub struct LoggedCall {
     pub bytes_in: u64,
     /// The `X-Request-ID` the caller sent.
     pub request_id: Option<String>,
+    /// The W3C `traceparent` the caller sent.
+    #[serde(default)]
+    pub traceparent: Option<String>,
     /// The `Host` the caller sent (the `:authority` for h2).
     pub host: Option<String>,
     /// The HTTP version the call came in (`HTTP/1.1`, `HTTP/2.0`).
@@ -473,6 +476,7 @@ impl Sim {
             fault: None,
             bytes_in: 0,
             request_id: header("x-request-id"),
+            traceparent: header("traceparent"),
             host: header("host").or_else(|| parts.uri.authority().map(|a| a.to_string())),
             version: format!("{:?}", parts.version),
             arrived: inner.events.fetch_add(1, Ordering::SeqCst) + 1,
