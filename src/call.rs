@@ -126,11 +126,9 @@ impl Call {
             Some(id) => (id, None),
             None => {
                 let traceparent = ids.traceparent();
-                let id = std::str::from_utf8(&traceparent[3..35])
-                    .ok()
-                    .and_then(TraceId::parse)
-                    .unwrap_or_default();
-                (id, Some(traceparent))
+                let mut id = [0u8; 32];
+                id.copy_from_slice(&traceparent[3..35]);
+                (TraceId::made(id), Some(traceparent))
             }
         };
         Call {

@@ -191,8 +191,10 @@ impl AccessRecord {
         }
         line.push_str(",\"request_id\":");
         json::push_str(line, &self.request_id);
-        line.push_str(",\"trace_id\":");
-        json::push_str(line, self.trace_id.as_str());
+        // Hex digits: nothing to escape.
+        line.push_str(",\"trace_id\":\"");
+        line.push_str(self.trace_id.as_str());
+        line.push('"');
         line.push_str(",\"client\":");
         opt_str(line, self.client.as_deref());
         line.push_str(",\"method\":");
@@ -240,6 +242,11 @@ impl TraceId {
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
             && bytes.iter().any(|&c| c != b'0');
         valid.then_some(TraceId(Some(bytes)))
+    }
+
+    /// An id the proxy made (hex digits by construction: not checked again).
+    pub fn made(hex: [u8; 32]) -> TraceId {
+        TraceId(Some(hex))
     }
 
     /// The id as written (empty when there is none).
