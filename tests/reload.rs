@@ -155,9 +155,12 @@ async fn an_invalid_config_changes_nothing() {
     );
 }
 
-/// The store's key can be rotated by a reload, without dropping a call.
+/// The store's key can be rotated by a reload, without dropping a call; while the store
+/// refuses the old key the proxy is not ready and says why, and it is ready again (with an
+/// `upstream.auth_restored` event) once the store accepts the new one.
 #[tokio::test]
 async fn the_store_key_rotates_on_reload() {
+    let (logs, _guard) = Logs::capture();
     let sim = start_sim_with(SimConfig {
         api_key: "new-store-key".into(),
         ..Default::default()
@@ -186,6 +189,14 @@ async fn the_store_key_rotates_on_reload() {
         401,
         "the store refuses the old key"
     );
+    let readyz = format!("http://{}/readyz", proxy.admin_addr.unwrap());
+    let not_ready = http.get(&readyz).await;
+    assert_eq!(not_ready.status, 503, "{}", not_ready.text());
+    assert!(
+        not_ready.text().contains("credential (401)"),
+        "{}",
+        not_ready.text()
+    );
     std::fs::write(&key_file, "new-store-key\n").unwrap();
     proxy.reloader().unwrap().reload().unwrap();
     assert_eq!(
@@ -194,6 +205,14 @@ async fn the_store_key_rotates_on_reload() {
             .status,
         200
     );
+    assert_eq!(http.get(&readyz).await.status, 200);
+    let lines = logs.lines();
+    let events: Vec<_> = lines
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .filter(|m| m.starts_with("upstream.auth_"))
+        .collect();
+    assert_eq!(events, ["upstream.auth_failed", "upstream.auth_restored"]);
 }
 
 /// The binary reloads on SIGHUP and logs a `config` event; a bad file is logged as refused.
