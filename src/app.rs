@@ -130,6 +130,7 @@ impl App {
                 proxy: self.proxy.clone(),
                 parts: self.parts.clone(),
                 current: Mutex::new(self.settings.clone()),
+                started: self.settings.clone(),
                 listening: Mutex::new(None),
             }),
         });
@@ -315,6 +316,8 @@ struct ReloaderInner {
     proxy: Arc<Proxy>,
     parts: Shared,
     current: Mutex<Arc<Settings>>,
+    /// The settings the process started with: what the keys a reload cannot apply still hold.
+    started: Arc<Settings>,
     /// The address the app listener is bound to: the open-proxy rule is judged against it,
     /// not against the file's `listen.addr` (which needs a restart).
     listening: Mutex<Option<SocketAddr>>,
@@ -331,8 +334,9 @@ impl std::fmt::Debug for ReloaderInner {
 impl Reloader {
     /// Loads the configuration again and applies what can change while calls go on: app
     /// clients, cache rules, log level, budget numbers, `max_wait`, the store's key. Returns
-    /// the changed keys that only a restart applies. An invalid configuration changes nothing.
-    pub fn reload(&self) -> Result<Vec<&'static str>, ReloadError> {
+    /// the keys it applied and the keys that differ from what runs but only a restart
+    /// applies. An invalid configuration changes nothing.
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
         let inner = &self.inner;
         let new = Settings::load(&inner.sources)?;
         let listening = (*lock(&inner.listening)).unwrap_or(new.listen.addr);
@@ -345,7 +349,10 @@ impl Reloader {
             level(&new.log.level).map_err(ReloadError::Apply)?;
         }
         let mut current = lock(&inner.current);
-        let restart = reload::needs_restart(&current, &new);
+        let reloaded = Reloaded {
+            applied: reload::applied(&current, &new),
+            needs_restart: reload::needs_restart(&inner.started, &new),
+        };
         let parts = &inner.parts;
         parts
             .upstream
@@ -356,8 +363,17 @@ impl Reloader {
         parts.status.set_client_names(client_names(&new));
         inner.proxy.reload(&new);
         *current = Arc::new(new);
-        Ok(restart)
+        Ok(reloaded)
     }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The changed keys it applied.
+    pub applied: Vec<&'static str>,
+    /// The keys whose new value differs from the running one but takes a restart.
+    pub needs_restart: Vec<&'static str>,
 }
 
 /// Why a reload changed nothing.
@@ -396,10 +412,15 @@ fn reload_on_sighup(reloader: Reloader) -> impl Future<Output = ()> {
 /// Reloads and logs the outcome as a `config` event.
 pub fn apply_reload(reloader: &Reloader) {
     match reloader.reload() {
-        Ok(restart) if restart.is_empty() => tracing::info!(reloaded = true, "config"),
-        Ok(restart) => tracing::warn!(
+        Ok(r) if r.needs_restart.is_empty() => tracing::info!(
             reloaded = true,
-            needs_restart = %restart.join(", "),
+            applied = %r.applied.join(", "),
+            "config"
+        ),
+        Ok(r) => tracing::warn!(
+            reloaded = true,
+            applied = %r.applied.join(", "),
+            needs_restart = %r.needs_restart.join(", "),
             "config: reloaded; some changed keys take effect only after a restart"
         ),
         Err(e) => {

@@ -98,7 +98,17 @@ pub fn changed_keys(old: &Settings, new: &Settings) -> Vec<String> {
     changed
 }
 
-/// The changed keys that only a restart applies.
+/// The changed keys a reload applies (`old` is what runs now).
+pub fn applied(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let changed = changed_keys(old, new);
+    LIVE.iter()
+        .copied()
+        .filter(|key| changed.iter().any(|c| c == key))
+        .collect()
+}
+
+/// The changed keys that only a restart applies (`old`: the settings the process started
+/// with, which those keys still hold).
 pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     let changed = changed_keys(old, new);
     RESTART
