@@ -710,3 +710,66 @@ async fn wait_ms_is_logged_when_the_wait_ends_in_a_refusal() {
         );
     }
 }
+
+/// The log tells a throttle episode as a story: the store's first 509 and the pause it starts
+/// (one WARN each), not a line per probe; one `budget.resumed` with how long it lasted, its
+/// throttles and probes, and how many calls waited; and `budget.queueing` once when calls
+/// start to wait.
+#[tokio::test(flavor = "current_thread")]
+async fn a_throttle_episode_is_told_once() {
+    let (logs, _guard) = Logs::capture();
+    let sim = start_sim().await;
+    let proxy = start_proxy(settings(
+        &sim.url(),
+        "",
+        &[
+            ("budget.limit", "1000"),
+            // One step is 50 ms: each pause after a 509 lasts that long.
+            ("budget.window", "3s"),
+            ("budget.max_wait", "10s"),
+        ],
+    ))
+    .await;
+    sim.sim.inject(
+        Fault::Status {
+            status: 509,
+            location: None,
+        },
+        5,
+    );
+    let http = Http::default();
+    let urls: Vec<String> = (1..=4)
+        .map(|i| format!("{}/api/v2/products/{i}", proxy.url()))
+        .collect();
+    let first = {
+        let http = http.clone();
+        let url = urls[0].clone();
+        tokio::spawn(async move { http.get(&url).await })
+    };
+    assert!(eventually(Duration::from_secs(3), || sim.sim.stats(false).calls >= 1).await);
+    // Three more calls arrive while the store refuses: they wait.
+    let replies = get_all(http.clone(), urls[1..].to_vec()).await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    assert_eq!(first.await.unwrap().status, 200);
+    assert_eq!(sim.sim.stats(false).by_status.get(&509), Some(&5));
+    let lines = logs.lines();
+    let named = |name: &str| -> Vec<&serde_json::Value> {
+        lines.iter().filter(|l| l["message"] == name).collect()
+    };
+    assert_eq!(named("budget.throttled_by_store").len(), 1, "{lines:?}");
+    assert_eq!(named("budget.paused").len(), 1);
+    let resumed = named("budget.resumed");
+    assert_eq!(resumed.len(), 1, "{resumed:?}");
+    assert_eq!(resumed[0]["throttles"], 5);
+    assert_eq!(resumed[0]["probes"], 4);
+    assert!(resumed[0]["waited"].as_u64().unwrap() >= 1, "{resumed:?}");
+    assert!(
+        resumed[0]["after_ms"].as_u64().unwrap() >= 150,
+        "{resumed:?}"
+    );
+    let queueing = named("budget.queueing");
+    assert_eq!(queueing.len(), 1, "{queueing:?}");
+    assert!(queueing[0]["depth"].as_u64().unwrap() >= 1);
+    let warnings = lines.iter().filter(|l| l["level"] == "WARN").count();
+    assert_eq!(warnings, 2, "a WARN per probe: {lines:?}");
+}

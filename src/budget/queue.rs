@@ -59,6 +59,37 @@ struct Inner {
     queued: AtomicU64,
     refused: AtomicU64,
     store_throttles: AtomicU64,
+    /// What the log has told of the store's throttling and of the queue.
+    story: Mutex<Story>,
+}
+
+/// How often a throttle episode's probes are summed up in a `budget.probe` event.
+const PROBE_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+/// How often, at most, `budget.queueing` says calls are waiting.
+const QUEUEING_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default)]
+struct Story {
+    /// The store's throttling under way, from its first 509/429 until sends resume.
+    episode: Option<Episode>,
+    /// When `budget.queueing` was last written.
+    queueing_said: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Episode {
+    began: Instant,
+    /// Throttles by the store since it began (the first included), and those of probes.
+    throttles: u64,
+    probes: u64,
+    /// When the probes were last summed up.
+    said: Instant,
+    /// Calls queued before it began (the count since start), to tell how many waited.
+    queued_before: u64,
+}
+
+fn lock_story(m: &Mutex<Story>) -> MutexGuard<'_, Story> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[derive(Debug)]
@@ -75,6 +106,8 @@ struct Waiter {
     id: u64,
     class: Class,
     tx: oneshot::Sender<Grant>,
+    /// When it began to wait.
+    since: Instant,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -100,6 +133,7 @@ impl Budget {
             queued: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             store_throttles: AtomicU64::new(0),
+            story: Mutex::new(Story::default()),
         });
         inner.allowance.attach(inner.wake.clone());
         tokio::spawn(pump(Arc::downgrade(&inner), inner.wake.clone()));
@@ -139,6 +173,7 @@ impl Budget {
                     id,
                     class: ask.class,
                     tx,
+                    since: Instant::now(),
                 };
                 if ask.resend {
                     state.waiters.push_front(waiter);
@@ -176,6 +211,14 @@ impl Budget {
             return Err(inner.refuse(Refusal::TooLate, retry));
         }
         inner.queued.fetch_add(1, Ordering::Relaxed);
+        let (depth, oldest) = {
+            let state = lock(&inner.state);
+            let oldest = state.waiters.iter().map(|w| w.since).min();
+            (state.waiters.len(), oldest.map(|at| at.elapsed()))
+        };
+        if depth > 0 {
+            inner.tell_queueing(depth, oldest.unwrap_or_default());
+        }
         inner.wake.notify_one();
         let rx = waiting.rx.as_mut().expect("set when queued");
         if let Ok(Ok(grant)) = tokio::time::timeout_at(ask.deadline, rx).await {
@@ -210,16 +253,10 @@ impl Budget {
         let report = Report::read(inner.dialect, status, headers);
         if report.throttled {
             inner.store_throttles.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(status, send = grant.id.0, "budget.throttled_by_store");
         }
         let Observed { paused, resumed } = inner.allowance.observe(grant, report).await;
-        if let Some(p) = paused {
-            tracing::warn!(
-                reason = p.reason,
-                for_ms = p.length.as_millis() as u64,
-                probe = p.probe,
-                "budget.paused"
-            );
+        if report.throttled {
+            inner.tell_throttle(status, grant, paused);
         }
         inner.log_resumed(resumed);
         inner.wake.notify_one();
@@ -305,10 +342,85 @@ impl Inner {
         }
     }
 
-    fn log_resumed(&self, resumed: bool) {
-        if resumed {
-            tracing::info!("budget.resumed");
+    /// The story of a throttle episode: its first 509/429 and the pause it started are told
+    /// at once (WARN); the probes that meet the store still refusing are summed up every
+    /// [`PROBE_SUMMARY_EVERY`] (`budget.probe`), not told one by one.
+    fn tell_throttle(&self, status: u16, grant: Grant, paused: Option<super::allowance::Paused>) {
+        let now = Instant::now();
+        let mut story = lock_story(&self.story);
+        match &mut story.episode {
+            None => {
+                tracing::warn!(status, send = grant.id.0, "budget.throttled_by_store");
+                if let Some(p) = paused {
+                    tracing::warn!(
+                        reason = p.reason,
+                        for_ms = p.length.as_millis() as u64,
+                        probe = p.probe,
+                        "budget.paused"
+                    );
+                }
+                story.episode = Some(Episode {
+                    began: now,
+                    throttles: 1,
+                    probes: u64::from(grant.probe),
+                    said: now,
+                    queued_before: self.queued.load(Ordering::Relaxed),
+                });
+            }
+            Some(episode) => {
+                episode.throttles += 1;
+                episode.probes += u64::from(grant.probe);
+                if now.duration_since(episode.said) >= PROBE_SUMMARY_EVERY {
+                    episode.said = now;
+                    tracing::warn!(
+                        status,
+                        throttles = episode.throttles,
+                        probes = episode.probes,
+                        last = "throttled",
+                        paused_for_ms = now.duration_since(episode.began).as_millis() as u64,
+                        next_ms = paused.map(|p| p.length.as_millis() as u64),
+                        "budget.probe"
+                    );
+                }
+            }
         }
+    }
+
+    /// Sends are open again: one `budget.resumed`, with how long the episode lasted, its
+    /// throttles and probes, and how many calls had to wait meanwhile.
+    fn log_resumed(&self, resumed: bool) {
+        if !resumed {
+            return;
+        }
+        match lock_story(&self.story).episode.take() {
+            Some(episode) => tracing::info!(
+                after_ms = episode.began.elapsed().as_millis() as u64,
+                throttles = episode.throttles,
+                probes = episode.probes,
+                waited = self.queued.load(Ordering::Relaxed) - episode.queued_before,
+                "budget.resumed"
+            ),
+            None => tracing::info!("budget.resumed"),
+        }
+    }
+
+    /// Calls are waiting: told when they start to, then at most every [`QUEUEING_EVERY`]
+    /// while any wait (`depth`, and how long the oldest has waited).
+    fn tell_queueing(&self, depth: usize, oldest: Duration) {
+        let now = Instant::now();
+        let mut story = lock_story(&self.story);
+        if story
+            .queueing_said
+            .is_some_and(|at| now.duration_since(at) < QUEUEING_EVERY)
+        {
+            return;
+        }
+        story.queueing_said = Some(now);
+        tracing::info!(
+            depth,
+            oldest_wait_ms = oldest.as_millis() as u64,
+            "budget.queueing"
+        );
     }
 
     /// Serves the queue once: grants every waiter that may go now, in arrival order (writes
