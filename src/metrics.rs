@@ -153,6 +153,12 @@ impl Collector for Snapshot {
         )?;
         gauge(
             &mut e,
+            "upstream_credential_refused",
+            "1 while the store answers 401/403 to the proxy's own credential",
+            i64::from(self.credential_refused.is_some()),
+        )?;
+        gauge(
+            &mut e,
             "queue_depth",
             "Calls waiting for budget",
             b.queued as i64,

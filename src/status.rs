@@ -61,6 +61,8 @@ pub struct Snapshot {
     pub webhooks: Vec<(&'static str, u64)>,
     /// The cluster, when the process is part of one.
     pub cluster: Option<crate::cluster::View>,
+    /// The store's status while it refuses the proxy's own credential (401/403).
+    pub credential_refused: Option<u16>,
 }
 
 /// Running totals since start.
@@ -317,6 +319,7 @@ impl Status {
             },
             cache_entries,
             cache_bytes,
+            credential_refused: self.credential_refused(),
             uptime: self.started.elapsed(),
             webhooks: self
                 .webhooks
