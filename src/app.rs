@@ -131,6 +131,7 @@ impl App {
                 parts: self.parts.clone(),
                 current: Mutex::new(self.settings.clone()),
                 started: self.settings.clone(),
+                certs: Mutex::new(None),
                 listening: Mutex::new(None),
             }),
         });
@@ -172,8 +173,13 @@ impl App {
         let addr = listener
             .local_addr()
             .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let certs = match (&settings.listen.tls_cert, &settings.listen.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::CertStore::load(cert, key)?),
+            _ => None,
+        };
         let sighup = reloader.map(|reloader| {
             *lock(&reloader.inner.listening) = listener.local_addr().ok();
+            *lock(&reloader.inner.certs) = certs.clone();
             reload_on_sighup(reloader)
         });
         let url = settings.upstream_url();
@@ -211,9 +217,9 @@ impl App {
             header_timeout: settings.listen.header_timeout,
             shutdown_grace: settings.listen.shutdown_grace,
             max_connections: settings.listen.max_connections,
-            tls: match (&settings.listen.tls_cert, &settings.listen.tls_key) {
-                (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
-                _ => None,
+            tls: match &certs {
+                Some(store) => Some(store.server_config()?),
+                None => None,
             },
             refusal: server::refusal_response("application/json", &refusal_body),
         };
@@ -318,6 +324,8 @@ struct ReloaderInner {
     current: Mutex<Arc<Settings>>,
     /// The settings the process started with: what the keys a reload cannot apply still hold.
     started: Arc<Settings>,
+    /// The HTTPS listener's certificate, when it has one (a reload loads it again).
+    certs: Mutex<Option<Arc<crate::tls::CertStore>>>,
     /// The address the app listener is bound to: the open-proxy rule is judged against it,
     /// not against the file's `listen.addr` (which needs a restart).
     listening: Mutex<Option<SocketAddr>>,
@@ -344,15 +352,35 @@ impl Reloader {
             .check_open(listening, !new.clients.is_empty())
             .map_err(ReloadError::Config)?;
         Credential::from_settings(&new.upstream).map_err(|e| ReloadError::Apply(e.to_string()))?;
+        // The certificate files are read again even when their paths did not change (that is
+        // how certificates rotate); a bad pair refuses the whole reload.
+        let certs = lock(&inner.certs).clone();
+        let pair = match (&certs, &new.listen.tls_cert, &new.listen.tls_key) {
+            (Some(_), Some(cert), Some(key)) => {
+                Some(crate::tls::CertStore::pair(cert, key).map_err(|e| {
+                    ReloadError::Apply(format!(
+                        "listen.tls_cert/listen.tls_key: {e}; the running certificate stays"
+                    ))
+                })?)
+            }
+            _ => None,
+        };
         if let Some(level) = &inner.level {
             // The one step that can still fail: before anything else is applied.
             level(&new.log.level).map_err(ReloadError::Apply)?;
         }
         let mut current = lock(&inner.current);
-        let reloaded = Reloaded {
+        let mut reloaded = Reloaded {
             applied: reload::applied(&current, &new),
             needs_restart: reload::needs_restart(&inner.started, &new),
         };
+        reloaded
+            .applied
+            .retain(|k| !matches!(*k, "listen.tls_cert" | "listen.tls_key"));
+        if inner.started.listen.tls_cert.is_some() != new.listen.tls_cert.is_some() {
+            // Turning TLS on or off changes the listener itself.
+            reloaded.needs_restart.push("listen.tls_cert");
+        }
         let parts = &inner.parts;
         parts
             .upstream
@@ -361,6 +389,11 @@ impl Reloader {
         parts.cache.set_policy(&new.cache);
         parts.budget.reconfigure(&new.budget, &new.upstream);
         parts.status.set_client_names(client_names(&new));
+        if let (Some(store), Some(pair)) = (certs, pair)
+            && store.replace(pair)
+        {
+            reloaded.applied.push("listen.tls_cert");
+        }
         inner.proxy.reload(&new);
         *current = Arc::new(new);
         Ok(reloaded)

@@ -79,6 +79,68 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
     Ok(Arc::new(config))
 }
 
+/// The listener's certificate and key, replaceable while it serves: a reload loads a new
+/// pair (refused whole if it is bad, the running one staying), and new handshakes get it.
+#[derive(Debug)]
+pub struct CertStore {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl CertStore {
+    /// A store holding the pair in `cert` and `key`.
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<CertStore>, TlsError> {
+        Ok(Arc::new(CertStore {
+            current: std::sync::RwLock::new(CertStore::pair(cert, key)?),
+        }))
+    }
+
+    /// Reads and checks a pair (the key must be the certificate's).
+    pub fn pair(cert: &Path, key: &Path) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+        let certs = load_certs(cert)?;
+        let key = load_key(key)?;
+        Ok(Arc::new(rustls::sign::CertifiedKey::from_der(
+            certs,
+            key,
+            &ring::default_provider(),
+        )?))
+    }
+
+    /// Serves `pair` from the next handshake on; true when it differs from the one before.
+    pub fn replace(&self, pair: Arc<rustls::sign::CertifiedKey>) -> bool {
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = current.cert != pair.cert;
+        *current = pair;
+        changed
+    }
+
+    /// A server config (h2 and HTTP/1.1 by ALPN) serving this store's certificate.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertStore {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
 /// The certificates a TLS client of this process trusts, as PEM: the platform's roots plus
 /// every certificate in `ca_file` (for clients that take their trust as PEM, like Redis's).
 pub fn roots_pem(ca_file: Option<&Path>) -> Result<Vec<u8>, TlsError> {

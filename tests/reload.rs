@@ -379,3 +379,75 @@ async fn a_reload_never_opens_the_running_listener() {
         200
     );
 }
+
+/// The HTTPS listener's certificate rotates on reload: new connections get the new one; a bad
+/// pair (a key that is not the certificate's) is refused and the running certificate stays.
+#[tokio::test]
+async fn the_listener_certificate_rotates_on_reload() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let sim = start_sim().await;
+    let (a, b) = (tls_files(), tls_files());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(&a.cert, &cert).unwrap();
+    std::fs::copy(&a.key, &key).unwrap();
+    let path = dir.path().join("bcproxy.toml");
+    let text = config(&sim.url(), "erp", 100, "").replace(
+        "[listen]\naddr = \"127.0.0.1:0\"\n",
+        &format!(
+            "[listen]\naddr = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    );
+    std::fs::write(&path, &text).unwrap();
+    let proxy = start_proxy_with_admin(
+        Settings::load(&sources(&path)).unwrap(),
+        Some(sources(&path)),
+    )
+    .await;
+    let url = format!("https://localhost:{}/api/v2/time", proxy.addr.port());
+    // A new client (a new handshake) trusting only `ca`: did it get an answer?
+    let trusts = |ca: std::path::PathBuf| {
+        let url = url.clone();
+        async move {
+            let tls = bcproxy::tls::client_config(Some(&ca)).unwrap();
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_only()
+                .enable_http1()
+                .build();
+            let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build(connector);
+            let request = http::Request::get(&url)
+                .header("authorization", basic("erp"))
+                .body(Full::default())
+                .unwrap();
+            client.request(request).await.is_ok()
+        }
+    };
+    assert!(trusts(a.ca.clone()).await);
+    assert!(!trusts(b.ca.clone()).await);
+
+    std::fs::copy(&b.cert, &cert).unwrap();
+    std::fs::copy(&b.key, &key).unwrap();
+    let reloaded = proxy.reloader().unwrap().reload().unwrap();
+    assert!(
+        reloaded.applied.contains(&"listen.tls_cert"),
+        "{reloaded:?}"
+    );
+    assert!(reloaded.needs_restart.is_empty(), "{reloaded:?}");
+    assert!(
+        trusts(b.ca.clone()).await,
+        "new connections get the new certificate"
+    );
+    assert!(!trusts(a.ca.clone()).await);
+
+    // A's key with B's certificate: refused, B stays.
+    std::fs::copy(&a.key, &key).unwrap();
+    let error = proxy.reloader().unwrap().reload().unwrap_err();
+    assert!(error.to_string().contains("listen.tls_cert"), "{error}");
+    assert!(trusts(b.ca.clone()).await);
+}

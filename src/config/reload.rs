@@ -26,13 +26,14 @@ pub const LIVE: &[&str] = &[
     "cache.couplings",
     "clients",
     "log.level",
+    // Read again on every reload (on only when the listener started with TLS).
+    "listen.tls_cert",
+    "listen.tls_key",
 ];
 
 /// Keys that take effect only after a restart.
 pub const RESTART: &[&str] = &[
     "listen.addr",
-    "listen.tls_cert",
-    "listen.tls_key",
     "listen.max_body",
     "listen.header_timeout",
     "listen.body_timeout",
