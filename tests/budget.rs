@@ -773,3 +773,25 @@ async fn a_throttle_episode_is_told_once() {
     let warnings = lines.iter().filter(|l| l["level"] == "WARN").count();
     assert_eq!(warnings, 2, "a WARN per probe: {lines:?}");
 }
+
+/// The store's report caps the proxy's view only while it holds (one step on a legacy store):
+/// then the view goes back to the proxy's own count by itself, without a call.
+#[tokio::test]
+async fn the_store_report_cap_expires_on_time_without_a_call() {
+    // The store allows 3 per 6 s; the proxy is told 1000 (another client spends the rest).
+    let sim = start_sim_with(legacy_sim(3, 6_000)).await;
+    let proxy = start_proxy(settings(&sim.url(), "", &budget_env("1000", "6s", "1s"))).await;
+    let http = Http::default();
+    for _ in 0..3 {
+        let reply = http.get(&format!("{}/api/v2/time", proxy.url())).await;
+        assert_eq!(reply.status, 200);
+    }
+    let remaining = || proxy.status().snapshot().budget.remaining;
+    assert_eq!(remaining(), 0, "the store's report of 0 left caps the view");
+    // One step is 100 ms: the report no longer holds after it.
+    assert!(
+        eventually(Duration::from_secs(2), || remaining() == 997).await,
+        "the view stayed capped: {}",
+        remaining()
+    );
+}
