@@ -29,6 +29,20 @@ fn bcproxy(args: &[&str]) -> Command {
     cmd
 }
 
+/// `bcproxy --config` on a file in `dir`: the listener on a free port, the store at `sim`
+/// (plus `upstream` keys), no admin listener, then `extra`; the key from the environment.
+fn run_with(dir: &Path, sim: &str, upstream: &str, extra: &str) -> tokio::process::Child {
+    let config = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"{sim}\"\nusername = \"{}\"\n{upstream}[admin]\naddr = \"\"\n{extra}",
+        bcproxy::sim::DEFAULT_USERNAME
+    );
+    let path = write(dir, "run.toml", &config);
+    bcproxy(&["--config", &path])
+        .env("BCPROXY__UPSTREAM__API_KEY", bcproxy::sim::DEFAULT_API_KEY)
+        .spawn()
+        .unwrap()
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -279,16 +293,7 @@ async fn run_drains_in_flight_calls_on_sigterm() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\nusername = \"{}\"\n[admin]\naddr = \"\"\n",
-        sim.url(),
-        bcproxy::sim::DEFAULT_USERNAME
-    );
-    let path = write(dir.path(), "run.toml", &config);
-    let mut child = bcproxy(&["--config", &path])
-        .env("BCPROXY__UPSTREAM__API_KEY", bcproxy::sim::DEFAULT_API_KEY)
-        .spawn()
-        .unwrap();
+    let mut child = run_with(dir.path(), &sim.url(), "", "");
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let start = next_json(&mut stdout, "start").await;
     let addr: std::net::SocketAddr = start["listen"].as_str().unwrap().parse().unwrap();
@@ -393,16 +398,12 @@ async fn a_cluster_member_names_itself_on_every_event() {
 async fn a_clean_stop_loses_no_log_line() {
     let sim = start_sim().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\nusername = \"{}\"\nmax_concurrency = 64\n[budget]\nlimit = 1000000\n[cache]\nenabled = true\n[admin]\naddr = \"\"\n",
-        sim.url(),
-        bcproxy::sim::DEFAULT_USERNAME
+    let mut child = run_with(
+        dir.path(),
+        &sim.url(),
+        "max_concurrency = 64\n",
+        "[budget]\nlimit = 1000000\n[cache]\nenabled = true\n",
     );
-    let path = write(dir.path(), "run.toml", &config);
-    let mut child = bcproxy(&["--config", &path])
-        .env("BCPROXY__UPSTREAM__API_KEY", bcproxy::sim::DEFAULT_API_KEY)
-        .spawn()
-        .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let start = next_json(&mut stdout, "start").await;
     let addr: std::net::SocketAddr = start["listen"].as_str().unwrap().parse().unwrap();
@@ -463,16 +464,7 @@ async fn a_clean_stop_loses_no_log_line() {
 async fn text_logs_into_a_pipe_have_no_colour_codes() {
     let sim = start_sim().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\nusername = \"{}\"\n[admin]\naddr = \"\"\n[log]\nformat = \"text\"\n",
-        sim.url(),
-        bcproxy::sim::DEFAULT_USERNAME
-    );
-    let path = write(dir.path(), "text.toml", &config);
-    let mut child = bcproxy(&["--config", &path])
-        .env("BCPROXY__UPSTREAM__API_KEY", bcproxy::sim::DEFAULT_API_KEY)
-        .spawn()
-        .unwrap();
+    let mut child = run_with(dir.path(), &sim.url(), "", "[log]\nformat = \"text\"\n");
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut lines = Vec::new();
     let addr = loop {

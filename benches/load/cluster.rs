@@ -28,7 +28,8 @@ fn unique(what: &str) -> String {
     format!("bench-{what}-{}-{nanos}", std::process::id())
 }
 
-fn settings(sim: SocketAddr, extra: &str) -> Settings {
+/// Settings for an in-process budget or cluster against the store at `sim`, plus `extra`.
+pub(super) fn settings(sim: SocketAddr, extra: &str) -> Settings {
     let text = format!(
         "[upstream]\nurl = \"http://{sim}\"\nusername = \"{}\"\n[admin]\naddr = \"\"\n{extra}\n",
         bcproxy::sim::DEFAULT_USERNAME
@@ -42,7 +43,7 @@ fn settings(sim: SocketAddr, extra: &str) -> Settings {
     Settings::from_toml(&text, vars).expect("bench settings")
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

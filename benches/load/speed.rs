@@ -478,27 +478,19 @@ pub async fn speed() {
         "[budget]\nlimit = 1000000000\n[cache]\nenabled = true\nttl = \"{TTL_SECS}s\"\nmax_size = \"1GiB\""
     );
     let cache_off = "[budget]\nlimit = 1000000000\n[cache]\nenabled = false";
-    let log = |name: &str| Some(dir.join(format!("{name}.log")));
-    let hit = Process::proxy_bin(None, fast.addr, &cache_on, log("bcproxy-hit").as_deref()).await;
-    let pass = Process::proxy_bin(None, fast.addr, cache_off, log("bcproxy-pass").as_deref()).await;
+    // Each proxy logs to a file of its own, as nginx does.
+    let logged = |sim: SocketAddr, extra: String, name: &str| {
+        let log = dir.join(format!("{name}.log"));
+        async move { Process::proxy_bin(None, sim, &extra, Some(&log)).await }
+    };
     // The default upstream.max_concurrency (8) would queue 64 connections to a 20 ms store
     // by design (8 / 20 ms = 400 calls/s); nginx has no such cap, so lift it to compare.
     // (`extra` follows the [upstream] table's keys.)
     let wide = "max_concurrency = 64\n";
-    let slow_hit = Process::proxy_bin(
-        None,
-        slow.addr,
-        &format!("{wide}{cache_on}"),
-        log("bcproxy-slow").as_deref(),
-    )
-    .await;
-    let slow_pass = Process::proxy_bin(
-        None,
-        slow.addr,
-        &format!("{wide}{cache_off}"),
-        log("bcproxy-slow-pass").as_deref(),
-    )
-    .await;
+    let hit = logged(fast.addr, cache_on.clone(), "bcproxy-hit").await;
+    let pass = logged(fast.addr, cache_off.to_string(), "bcproxy-pass").await;
+    let slow_hit = logged(slow.addr, format!("{wide}{cache_on}"), "bcproxy-slow").await;
+    let slow_pass = logged(slow.addr, format!("{wide}{cache_off}"), "bcproxy-slow-pass").await;
     let nginx = Nginx::start(&dir, fast.addr, slow.addr).await;
 
     println!(
@@ -746,23 +738,15 @@ async fn entries_curve(load: &mut Load, sim: SocketAddr, base: &str, seconds: f6
 }
 
 fn decision_settings(limit: u64) -> Settings {
-    let text = format!(
-        "[upstream]\nurl = \"http://{}\"\nusername = \"{}\"\n[admin]\naddr = \"\"\n[budget]\nlimit = {limit}\nwindow = \"60m\"\nreserve_writes = 0\n",
+    super::cluster::settings(
         free_port(),
-        bcproxy::sim::DEFAULT_USERNAME
-    );
-    let vars = [(
-        "BCPROXY__UPSTREAM__API_KEY".to_string(),
-        bcproxy::sim::DEFAULT_API_KEY.to_string(),
-    )]
-    .into_iter()
-    .collect();
-    Settings::from_toml(&text, vars).expect("bench settings")
+        &format!("[budget]\nlimit = {limit}\nwindow = \"60m\"\nreserve_writes = 0\n"),
+    )
 }
 
 fn percentile_us(times: &mut [f64], p: f64) -> f64 {
     times.sort_by(f64::total_cmp);
-    times[((times.len() - 1) as f64 * p).round() as usize] * 1e6
+    super::cluster::percentile(times, p) * 1e6
 }
 
 /// One budget decision with the window holding `limit - 1` sends (a slot granted and given

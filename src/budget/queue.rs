@@ -211,14 +211,7 @@ impl Budget {
             return Err(inner.refuse(Refusal::TooLate, retry));
         }
         inner.queued.fetch_add(1, Ordering::Relaxed);
-        let (depth, oldest) = {
-            let state = lock(&inner.state);
-            let oldest = state.waiters.iter().map(|w| w.since).min();
-            (state.waiters.len(), oldest.map(|at| at.elapsed()))
-        };
-        if depth > 0 {
-            inner.tell_queueing(depth, oldest.unwrap_or_default());
-        }
+        inner.tell_queueing();
         inner.wake.notify_one();
         let rx = waiting.rx.as_mut().expect("set when queued");
         if let Ok(Ok(grant)) = tokio::time::timeout_at(ask.deadline, rx).await {
@@ -406,13 +399,24 @@ impl Inner {
 
     /// Calls are waiting: told when they start to, then at most every [`QUEUEING_EVERY`]
     /// while any wait (`depth`, and how long the oldest has waited).
-    fn tell_queueing(&self, depth: usize, oldest: Duration) {
+    fn tell_queueing(&self) {
         let now = Instant::now();
         let mut story = lock_story(&self.story);
         if story
             .queueing_said
             .is_some_and(|at| now.duration_since(at) < QUEUEING_EVERY)
         {
+            return;
+        }
+        let (depth, oldest) = {
+            let state = lock(&self.state);
+            let oldest = state.waiters.iter().map(|w| w.since).min();
+            (
+                state.waiters.len(),
+                oldest.map_or(Duration::ZERO, |at| now - at),
+            )
+        };
+        if depth == 0 {
             return;
         }
         story.queueing_said = Some(now);
