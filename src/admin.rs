@@ -1,5 +1,5 @@
-//! The admin listener (`admin.addr`, never the app port): `GET /healthz`, `/readyz`,
-//! `/metrics`, `/status`; `POST /cache/purge`; and `POST /webhooks/bigcommerce` unless the
+//! The admin listener (`admin.addr`, never the app port): `GET /` (the status page),
+//! `/healthz`, `/readyz`, `/metrics`, `/status`; `POST /cache/purge`; and `POST /webhooks/bigcommerce` unless the
 //! webhooks have a listener of their own (`webhooks.addr`, serving only that path). Admin calls
 //! are not access-logged and spend no budget.
 
@@ -102,6 +102,11 @@ async fn answer(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
     let status = &admin.status;
     let read = req.method() == Method::GET || req.method() == Method::HEAD;
     match (req.uri().path(), read) {
+        ("/", true) => reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            crate::page::render(status).await,
+        ),
         ("/healthz", true) => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         ("/readyz", true) => {
             if let Some(code) = status.credential_refused() {
@@ -136,14 +141,14 @@ async fn answer(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
         ("/metrics", true) => reply(
             StatusCode::OK,
             crate::metrics::CONTENT_TYPE,
-            status.metrics().render(status.snapshot()),
+            status.metrics().render(status.settled_snapshot().await),
         ),
         ("/status", true) => reply(
             StatusCode::OK,
             "application/json",
-            status_json(status).to_string(),
+            status_json(status).await.to_string(),
         ),
-        ("/healthz" | "/readyz" | "/metrics" | "/status", false) => not_allowed("GET, HEAD"),
+        ("/" | "/healthz" | "/readyz" | "/metrics" | "/status", false) => not_allowed("GET, HEAD"),
         (PURGE_PATH, _) if req.method() == Method::POST => purge(status, req).await,
         (PURGE_PATH, _) => not_allowed("POST"),
         (webhooks::PATH, _) => match &admin.webhooks {
@@ -154,7 +159,7 @@ async fn answer(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
             ),
         },
         _ => not_found(
-            "not found: try GET /healthz, /readyz, /metrics or /status, or POST /cache/purge\n",
+            "not found: try GET / (the status page), /healthz, /readyz, /metrics or /status, or POST /cache/purge\n",
         ),
     }
 }
@@ -216,9 +221,16 @@ fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
-fn status_json(status: &Status) -> serde_json::Value {
-    let s = status.snapshot();
+async fn status_json(status: &Status) -> serde_json::Value {
+    let (s, w) = status.window().await;
     let c = &s.counts;
+    let by_kind = |errors: &[(crate::error::UpstreamFailure, u64)]| {
+        errors
+            .iter()
+            .map(|(kind, n)| (kind.as_str().to_string(), json!(n)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    let wc = &w.counts;
     json!({
         "version": VERSION,
         "uptime_s": s.uptime.as_secs(),
@@ -227,6 +239,7 @@ fn status_json(status: &Status) -> serde_json::Value {
         "upstream": {
             "url": status.upstream_url(),
             "last_answer_s_ago": status.last_answer_ago().map(|d| d.as_secs()),
+            "errors": by_kind(&s.upstream_errors),
         },
         "budget": {
             "dialect": status.dialect().as_str(),
@@ -234,6 +247,8 @@ fn status_json(status: &Status) -> serde_json::Value {
             "limit": s.budget.limit,
             "window_s": s.budget.window.as_secs(),
             "paused": s.budget.paused,
+            "pause_left_ms": s.budget.pause_left.map(|d| d.as_millis() as u64),
+            "reported_remaining": s.budget.reported,
             "in_flight": s.budget.in_flight,
             "sent": c.sent,
             "store_throttles": c.store_throttles,
@@ -253,6 +268,42 @@ fn status_json(status: &Status) -> serde_json::Value {
             "bypass": c.bypass,
         },
         "clients": status.client_names(),
+        "recent_store_throttles": status.recent_throttles().iter().map(|t| json!({
+            "at": humantime::format_rfc3339_millis(t.at).to_string(),
+            "status": t.status,
+            "pause_ms": t.pause.map(|d| d.as_millis() as u64),
+            "reason": t.reason,
+        })).collect::<Vec<_>>(),
+        "window": {
+            "span_s": w.span.as_secs(),
+            "calls": wc.calls,
+            "sent": wc.sent,
+            "queued": wc.queued,
+            "store_throttles": wc.store_throttles,
+            "throttle_answers": wc.throttled,
+            "cache": {
+                "hits": wc.hits,
+                "misses": wc.misses,
+                "stale": wc.stale,
+                "coalesced": wc.coalesced,
+                "shared": wc.shared,
+                "bypass": wc.bypass,
+            },
+            "clients": w.clients.iter().map(|c| json!({
+                "client": c.client.as_deref(),
+                "calls": c.calls,
+                "throttle_answers": c.throttled,
+            })).collect::<Vec<_>>(),
+            "queue_wait_ms": { "p50": w.wait_ms.0, "p99": w.wait_ms.1 },
+            "upstream_ms": { "p50": w.upstream_ms.0, "p99": w.upstream_ms.1 },
+            "upstream_errors": by_kind(&w.errors),
+            "series": w.series.iter().map(|p| json!({
+                "ago_ms": p.ago.as_millis() as u64,
+                "sent": p.sent,
+                "remaining": p.remaining,
+                "reported": p.reported,
+            })).collect::<Vec<_>>(),
+        },
         "cluster": s.cluster.as_ref().map(|cl| json!({
             "name": cl.name,
             "instance": cl.instance,

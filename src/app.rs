@@ -237,6 +237,7 @@ impl App {
             parts.status.clone(),
             settings.log.summary_every,
         ))];
+        background.push(tokio::spawn(sample_history(parts.status.clone())));
         if let Some(sighup) = sighup {
             background.push(tokio::spawn(sighup));
         }
@@ -459,6 +460,17 @@ pub fn apply_reload(reloader: &Reloader) {
         Err(e) => {
             tracing::error!(reloaded = false, error = %e, "config: reload refused; the running config stays")
         }
+    }
+}
+
+/// Samples the figures for the status page's window, every step.
+async fn sample_history(status: Arc<Status>) {
+    let mut tick = tokio::time::interval(status.history_step());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        status.record_history();
     }
 }
 

@@ -55,6 +55,39 @@ pub enum CallError {
     Throttled(Throttle),
 }
 
+/// How the store failed a call (the `kind` of `bcproxy_upstream_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// No connection could be made.
+    Unreachable = 0,
+    /// The TLS handshake failed.
+    Tls = 1,
+    /// The store closed the connection or spoke bad HTTP.
+    BadAnswer = 2,
+    /// No response headers within `upstream.timeout`.
+    Timeout = 3,
+}
+
+impl UpstreamFailure {
+    /// Every kind, in index order.
+    pub const ALL: [UpstreamFailure; 4] = [
+        UpstreamFailure::Unreachable,
+        UpstreamFailure::Tls,
+        UpstreamFailure::BadAnswer,
+        UpstreamFailure::Timeout,
+    ];
+
+    /// Its name in metrics and `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFailure::Unreachable => "unreachable",
+            UpstreamFailure::Tls => "tls",
+            UpstreamFailure::BadAnswer => "bad_answer",
+            UpstreamFailure::Timeout => "timeout",
+        }
+    }
+}
+
 impl CallError {
     /// True for failures a GET or HEAD may be tried again after: the store could not be
     /// reached, broke the exchange or did not answer in time.
@@ -67,13 +100,18 @@ impl CallError {
 
     /// True when the store failed the call (the proxy answers 502/504).
     pub fn is_upstream(&self) -> bool {
-        matches!(
-            self,
-            CallError::Unreachable(_)
-                | CallError::Tls(_)
-                | CallError::BadGateway(_)
-                | CallError::Timeout(_)
-        )
+        self.upstream_kind().is_some()
+    }
+
+    /// How the store failed the call, when it did.
+    pub fn upstream_kind(&self) -> Option<UpstreamFailure> {
+        match self {
+            CallError::Unreachable(_) => Some(UpstreamFailure::Unreachable),
+            CallError::Tls(_) => Some(UpstreamFailure::Tls),
+            CallError::BadGateway(_) => Some(UpstreamFailure::BadAnswer),
+            CallError::Timeout(_) => Some(UpstreamFailure::Timeout),
+            _ => None,
+        }
     }
 
     /// The status the app gets.

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::budget::{Budget, View};
+use crate::budget::{Budget, StoreThrottle, View};
 use crate::cache::Cache;
 use crate::cluster::Cluster;
 use crate::dialect::Dialect;
+use crate::error::UpstreamFailure;
+use crate::history::{History, Sample, Window};
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 use crate::webhooks::{Verdict, Webhooks};
@@ -27,6 +29,12 @@ pub struct Status {
     calls: AtomicU64,
     throttled: AtomicU64,
     upstream_errors: AtomicU64,
+    /// Upstream failures by kind (in [`UpstreamFailure::ALL`] order).
+    failures: [AtomicU64; 4],
+    /// Throttle answers by client (touched only when a call is throttled).
+    throttled_by_client: Mutex<Vec<(Option<Arc<str>>, u64)>>,
+    /// The figures sampled over the last window.
+    history: History,
     /// When the store last answered (anything), for readiness.
     last_answer: Mutex<Option<Instant>>,
     /// The store refusing the proxy's own credential: the status (401/403) and when it was
@@ -63,6 +71,11 @@ pub struct Snapshot {
     pub cluster: Option<crate::cluster::View>,
     /// The store's status while it refuses the proxy's own credential (401/403).
     pub credential_refused: Option<u16>,
+    /// Throttle answers since start by client: every `[[clients]]` name and `None` (calls
+    /// without one).
+    pub throttled_by_client: Vec<(Option<Arc<str>>, u64)>,
+    /// Upstream failures since start, by kind.
+    pub upstream_errors: Vec<(UpstreamFailure, u64)>,
 }
 
 /// Running totals since start.
@@ -132,11 +145,26 @@ impl Status {
         webhooks: Option<Arc<Webhooks>>,
         cluster: Option<Arc<Cluster>>,
     ) -> Status {
+        let started = Instant::now();
+        let first = Sample {
+            at: started,
+            counts: Counts::default(),
+            remaining: budget.view().remaining,
+            reported: None,
+            clients: Vec::new(),
+            upstream: Vec::new(),
+            wait: Vec::new(),
+            errors: [0; 4],
+        };
+        let history = History::new(budget.view().window, first);
         Status {
-            started: Instant::now(),
+            started,
             calls: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             upstream_errors: AtomicU64::new(0),
+            failures: Default::default(),
+            throttled_by_client: Mutex::new(Vec::new()),
+            history,
             last_answer: Mutex::new(None),
             draining: std::sync::atomic::AtomicBool::new(false),
             refused: Mutex::new(None),
@@ -160,15 +188,78 @@ impl Status {
         &self.metrics
     }
 
-    /// Counts an answered call; `throttled` for the proxy's throttle answer, `upstream_error`
-    /// for a 502/504 the store caused.
-    pub fn count_call(&self, throttled: bool, upstream_error: bool) {
+    /// Counts an answered call of `client`; `throttled` for the proxy's throttle answer,
+    /// `failure` for a 502/504 the store caused.
+    pub fn count_call(
+        &self,
+        client: Option<&Arc<str>>,
+        throttled: bool,
+        failure: Option<UpstreamFailure>,
+    ) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         if throttled {
             self.throttled.fetch_add(1, Ordering::Relaxed);
+            let mut by_client = lock(&self.throttled_by_client);
+            match by_client.iter_mut().find(|(c, _)| c.as_ref() == client) {
+                Some((_, n)) => *n += 1,
+                None => by_client.push((client.cloned(), 1)),
+            }
         }
-        if upstream_error {
+        if let Some(kind) = failure {
             self.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            self.failures[kind as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How often the figures are sampled for the window's history.
+    pub fn history_step(&self) -> Duration {
+        self.history.step()
+    }
+
+    /// Samples the figures into the window's history.
+    pub fn record_history(&self) {
+        let snapshot = self.snapshot();
+        let window = snapshot.budget.window;
+        self.history.record(self.sample(&snapshot), window);
+    }
+
+    /// Every figure now (the cache's size after its pending maintenance), and what happened
+    /// over the last budget window.
+    pub async fn window(&self) -> (Snapshot, Window) {
+        let snapshot = self.settled_snapshot().await;
+        let window = self
+            .history
+            .over(&self.sample(&snapshot), snapshot.budget.window);
+        (snapshot, window)
+    }
+
+    /// The store's latest 509/429 answers to this process, oldest first.
+    pub fn recent_throttles(&self) -> Vec<StoreThrottle> {
+        self.budget.recent_throttles()
+    }
+
+    fn sample(&self, snapshot: &Snapshot) -> Sample {
+        let mut clients: Vec<(Option<Arc<str>>, u64, u64)> = self
+            .metrics
+            .calls_by_client()
+            .into_iter()
+            .map(|(client, calls)| (client, calls, 0))
+            .collect();
+        for (client, throttled) in &snapshot.throttled_by_client {
+            match clients.iter_mut().find(|(c, _, _)| c == client) {
+                Some(entry) => entry.2 = *throttled,
+                None => clients.push((client.clone(), 0, *throttled)),
+            }
+        }
+        Sample {
+            at: Instant::now(),
+            counts: snapshot.counts,
+            remaining: snapshot.budget.remaining,
+            reported: snapshot.budget.reported,
+            clients,
+            upstream: self.metrics.upstream_spread(),
+            wait: self.metrics.wait_spread(),
+            errors: std::array::from_fn(|i| self.failures[i].load(Ordering::Relaxed)),
         }
     }
 
@@ -247,6 +338,24 @@ impl Status {
         reachable
     }
 
+    /// Throttle answers since start for every `[[clients]]` name, then those without a name.
+    fn throttled_by_client(&self) -> Vec<(Option<Arc<str>>, u64)> {
+        let counted = lock(&self.throttled_by_client).clone();
+        let mut all: Vec<(Option<Arc<str>>, u64)> = self
+            .client_names()
+            .into_iter()
+            .map(|name| (Some(Arc::from(name)), 0))
+            .chain(std::iter::once((None, 0)))
+            .collect();
+        for (client, n) in counted {
+            match all.iter_mut().find(|(c, _)| *c == client) {
+                Some(entry) => entry.1 = n,
+                None => all.push((client, n)),
+            }
+        }
+        all
+    }
+
     /// The `[[clients]]` names.
     pub fn client_names(&self) -> Vec<String> {
         self.clients
@@ -320,6 +429,11 @@ impl Status {
             cache_entries,
             cache_bytes,
             credential_refused: self.credential_refused(),
+            throttled_by_client: self.throttled_by_client(),
+            upstream_errors: UpstreamFailure::ALL
+                .iter()
+                .map(|&kind| (kind, load(&self.failures[kind as usize])))
+                .collect(),
             uptime: self.started.elapsed(),
             webhooks: self
                 .webhooks
@@ -335,4 +449,8 @@ impl Status {
             cluster: self.cluster.as_ref().map(|c| c.view()),
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

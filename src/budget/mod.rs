@@ -28,7 +28,7 @@ use http::Method;
 use tokio::time::Instant;
 
 pub use allowance::{Allowance, Grant, SendId, Standing};
-pub use queue::{Budget, QueueLimits, Slot};
+pub use queue::{Budget, QueueLimits, Slot, StoreThrottle};
 
 use crate::config::Settings;
 
@@ -111,6 +111,11 @@ pub struct View {
     pub in_flight: usize,
     /// True while sends are stopped after the store throttled.
     pub paused: bool,
+    /// While paused: how long until the pause this process began ends (unknown for a
+    /// pause another process of the cluster began).
+    pub pause_left: Option<Duration>,
+    /// What the store last reported left of its budget (all its clients included), if it has.
+    pub reported: Option<u64>,
 }
 
 /// Running totals, for the summary event and metrics.

@@ -59,9 +59,16 @@ struct Inner {
     queued: AtomicU64,
     refused: AtomicU64,
     store_throttles: AtomicU64,
+    /// What the store last reported left of its budget ([`NO_REPORT`] before it did).
+    reported: AtomicU64,
     /// What the log has told of the store's throttling and of the queue.
     story: Mutex<Story>,
 }
+
+/// `Inner::reported` before the store reported anything.
+const NO_REPORT: u64 = u64::MAX;
+/// How many of the store's latest throttles the status keeps.
+const RECENT_THROTTLES: usize = 10;
 
 /// How often a throttle episode's probes are summed up in a `budget.probe` event.
 const PROBE_SUMMARY_EVERY: Duration = Duration::from_secs(10);
@@ -74,6 +81,23 @@ struct Story {
     episode: Option<Episode>,
     /// When `budget.queueing` was last written.
     queueing_said: Option<Instant>,
+    /// When the latest pause this process began ends.
+    paused_until: Option<Instant>,
+    /// The store's latest throttles, oldest first.
+    recent: VecDeque<StoreThrottle>,
+}
+
+/// One 509/429 of the store, for the status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreThrottle {
+    /// When it came.
+    pub at: std::time::SystemTime,
+    /// 509 or 429.
+    pub status: u16,
+    /// The pause it began (none when sends were already paused).
+    pub pause: Option<Duration>,
+    /// Why sends paused, as the `budget.paused` event says.
+    pub reason: Option<&'static str>,
 }
 
 #[derive(Debug)]
@@ -133,6 +157,7 @@ impl Budget {
             queued: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             store_throttles: AtomicU64::new(0),
+            reported: AtomicU64::new(NO_REPORT),
             story: Mutex::new(Story::default()),
         });
         inner.allowance.attach(inner.wake.clone());
@@ -244,6 +269,11 @@ impl Budget {
     pub async fn observe(&self, grant: Grant, status: u16, headers: &HeaderMap) -> Verdict {
         let inner = &self.inner;
         let report = Report::read(inner.dialect, status, headers);
+        if let Some(left) = report.left {
+            inner
+                .reported
+                .store(left.min(NO_REPORT - 1), Ordering::Relaxed);
+        }
         if report.throttled {
             inner.store_throttles.fetch_add(1, Ordering::Relaxed);
         }
@@ -263,15 +293,36 @@ impl Budget {
     /// The budget now.
     pub fn view(&self) -> View {
         let standing = self.inner.allowance.standing();
-        let state = lock(&self.inner.state);
+        let (queued, in_flight) = {
+            let state = lock(&self.inner.state);
+            (state.waiters.len(), state.in_flight)
+        };
+        let pause_left = match standing.paused {
+            true => lock_story(&self.inner.story)
+                .paused_until
+                .map(|until| until.saturating_duration_since(Instant::now())),
+            false => None,
+        };
+        let reported = self.inner.reported.load(Ordering::Relaxed);
         View {
             remaining: standing.remaining,
             limit: standing.limit,
             window: standing.window,
-            queued: state.waiters.len(),
-            in_flight: state.in_flight,
+            queued,
+            in_flight,
             paused: standing.paused,
+            pause_left,
+            reported: (reported != NO_REPORT).then_some(reported),
         }
+    }
+
+    /// The store's latest 509/429 answers to this process, oldest first.
+    pub fn recent_throttles(&self) -> Vec<StoreThrottle> {
+        lock_story(&self.inner.story)
+            .recent
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Totals since start.
@@ -341,6 +392,18 @@ impl Inner {
     fn tell_throttle(&self, status: u16, grant: Grant, paused: Option<super::allowance::Paused>) {
         let now = Instant::now();
         let mut story = lock_story(&self.story);
+        if let Some(p) = paused {
+            story.paused_until = Some(now + p.length);
+        }
+        if story.recent.len() == RECENT_THROTTLES {
+            story.recent.pop_front();
+        }
+        story.recent.push_back(StoreThrottle {
+            at: std::time::SystemTime::now(),
+            status,
+            pause: paused.map(|p| p.length),
+            reason: paused.map(|p| p.reason),
+        });
         match &mut story.episode {
             None => {
                 tracing::warn!(status, send = grant.id.0, "budget.throttled_by_store");

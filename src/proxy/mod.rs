@@ -335,8 +335,8 @@ impl Proxy {
         outcome: Result<Response<Body>, CallError>,
     ) -> Response<ResponseBody> {
         let (throttled, upstream_error) = match &outcome {
-            Err(e) => (matches!(e, CallError::Throttled(_)), e.is_upstream()),
-            Ok(_) => (false, false),
+            Err(e) => (matches!(e, CallError::Throttled(_)), e.upstream_kind()),
+            Ok(_) => (false, None),
         };
         let mut response = match outcome {
             Ok(response) => response,
@@ -365,7 +365,8 @@ impl Proxy {
         }
         call.record.budget_remaining = Some(view.remaining);
         call.record.status = response.status().as_u16();
-        self.status.count_call(throttled, upstream_error);
+        self.status
+            .count_call(call.record.client.as_ref(), throttled, upstream_error);
         response.map(|b| ResponseBody::new(b, call))
     }
 
