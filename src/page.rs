@@ -422,17 +422,26 @@ fn chart_sends(out: &mut String, series: &[Point], span: Duration) {
 
 /// The proxy's view of the remaining budget and the store's reports over the window.
 fn chart_remaining(out: &mut String, series: &[Point], span: Duration, limit: u64) {
+    // Scaled to the limit: a store that reports more (its whole budget, when budget.limit
+    // keeps to a share of it) is drawn at the top, and the legend says so.
     let max = series
         .iter()
-        .map(|p| p.remaining.max(p.reported.unwrap_or(0)))
+        .map(|p| p.remaining)
         .max()
         .unwrap_or(0)
         .max(limit)
         .max(1);
-    out.push_str(
+    let above = series.iter().any(|p| p.reported.is_some_and(|r| r > max));
+    let _ = write!(
+        out,
         "<h2 style=\"margin-top:1rem\">Remaining</h2><div class=\"legend\">\
          <span><i style=\"background:#1f8a4c\"></i>proxy's view</span>\
-         <span><i style=\"background:#8a5cd8\"></i>store's report</span></div>",
+         <span><i style=\"background:#8a5cd8\"></i>store's report{}</span></div>",
+        if above {
+            " (above the limit: drawn at the top)"
+        } else {
+            ""
+        }
     );
     axes(out, span, max, "remaining budget over the window");
     let line = |out: &mut String, points: Vec<(f64, f64)>, colour: &str, dash: &str| {

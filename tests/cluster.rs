@@ -769,6 +769,17 @@ async fn degraded_stays_ready_and_says_so() {
             .contains("connection refused")
     );
     assert_eq!(status["cluster"]["sharing"], 4);
+    // The status page says it too.
+    let page = http.get(&format!("{admin}/")).await.text();
+    assert!(
+        page.contains("data-figure=\"cluster_mode\">degraded<"),
+        "{page}"
+    );
+    assert!(page.contains("connection refused"), "{page}");
+    assert!(
+        page.contains("data-figure=\"cluster_sharing\">4<"),
+        "{page}"
+    );
     // Alone, it spends its share: 400 / 4.
     assert_eq!(status["budget"]["limit"], 400);
     assert!(
