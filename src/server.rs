@@ -261,7 +261,7 @@ where
                 header_timeout,
                 builders,
             };
-            if let Err(e) = task.run(tcp, acceptor, service).await {
+            if let Err(e) = task.run(tcp, peer, name, acceptor, service).await {
                 tracing::debug!(peer = %peer, error = %e, "connection.error");
             }
         });
@@ -330,6 +330,8 @@ impl Connection {
     async fn run<S, B>(
         mut self,
         tcp: TcpStream,
+        peer: SocketAddr,
+        listener: &'static str,
         acceptor: Option<TlsAcceptor>,
         service: S,
     ) -> Result<(), hyper::Error>
@@ -347,16 +349,35 @@ impl Connection {
         };
         let conn = self.registered.conn.clone();
         let handshake = async {
-            match acceptor {
-                Some(acceptor) => {
+            let first = sniff(&tcp).await.ok()?;
+            match (acceptor, first) {
+                (Some(_), Sniffed::Http1 | Sniffed::H2) => {
+                    tracing::warn!(
+                        listener,
+                        peer = %peer,
+                        hint = "this port speaks HTTPS: use https://, or turn TLS off (empty listen.tls_cert and listen.tls_key)",
+                        "listen.plain_on_tls_port"
+                    );
+                    answer_plain(tcp, PLAIN_ON_TLS_PORT).await;
+                    None
+                }
+                (Some(acceptor), _) => {
                     let tls = acceptor.accept(tcp).await.ok()?;
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     Some(Io::Tls(Box::new(tls), h2))
                 }
-                None => {
-                    let h2 = sniff_h2(&tcp).await.ok()?;
-                    Some(Io::Plain(tcp, h2))
+                (None, Sniffed::Tls) => {
+                    tracing::warn!(
+                        listener,
+                        peer = %peer,
+                        hint = "this port speaks plain HTTP; set listen.tls_cert and listen.tls_key, or use http://",
+                        "listen.tls_on_plain_port"
+                    );
+                    // A TLS client cannot read an HTTP answer: close at once, so it fails now
+                    // rather than at its own timeout.
+                    None
                 }
+                (None, first) => Some(Io::Plain(tcp, first == Sniffed::H2)),
             }
         };
         // Nothing (or not enough) in time, a close asked for, or a shutdown: drop it.
@@ -595,33 +616,62 @@ impl<B: http_body::Body + Unpin> http_body::Body for TrackedBody<B> {
     }
 }
 
-/// Waits for the first bytes of a plain connection and tells h2 prior knowledge from HTTP/1.
-async fn sniff_h2(tcp: &TcpStream) -> std::io::Result<bool> {
+/// What a connection's first bytes say it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sniffed {
+    /// HTTP/1 (or anything that is neither of the others: hyper answers it).
+    Http1,
+    /// HTTP/2 with prior knowledge (its preface).
+    H2,
+    /// A TLS handshake (a ClientHello record: 0x16, then major version 3).
+    Tls,
+}
+
+/// What the plain-HTTP client on an HTTPS port is told before the connection closes.
+const PLAIN_ON_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: 82\r\n\r\nThis port speaks HTTPS: use https:// (a plain HTTP request was sent to TLS port).\n";
+
+/// Waits for the first bytes of a connection and tells TLS, h2 prior knowledge and HTTP/1
+/// apart (without consuming them).
+async fn sniff(tcp: &TcpStream) -> std::io::Result<Sniffed> {
     let mut buf = [0u8; 24];
     loop {
         let n = tcp.peek(&mut buf).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
+        if buf[0] == 0x16 {
+            if n < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            if buf[1] == 0x03 {
+                return Ok(Sniffed::Tls);
+            }
+        }
         if buf[..n] != H2_PREFACE[..n] {
-            return Ok(false);
+            return Ok(Sniffed::Http1);
         }
         if n == H2_PREFACE.len() {
-            return Ok(true);
+            return Ok(Sniffed::H2);
         }
         // A partial preface: peek again once more bytes had a chance to arrive.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
+/// Writes a short plain answer and closes (bounded: a client that reads nothing is dropped).
+async fn answer_plain(mut tcp: TcpStream, answer: &[u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        tcp.write_all(answer).await?;
+        tcp.shutdown().await
+    })
+    .await;
+}
+
 /// Tells a connection beyond `max_connections` so (plain HTTP) and closes it.
-async fn refuse(mut tcp: TcpStream, refusal: Option<Bytes>) {
+async fn refuse(tcp: TcpStream, refusal: Option<Bytes>) {
     if let Some(refusal) = refusal {
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            tcp.write_all(&refusal).await?;
-            tcp.shutdown().await
-        })
-        .await;
+        answer_plain(tcp, &refusal).await;
     }
 }
 
