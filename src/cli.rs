@@ -80,6 +80,14 @@ struct DemoArgs {
     /// Where the simulator listens.
     #[arg(long, default_value = "127.0.0.1:0")]
     sim_listen: SocketAddr,
+    /// Listen with HTTPS (a throwaway CA and certificate for 127.0.0.1 and localhost), as the
+    /// official clients need.
+    #[arg(long)]
+    tls: bool,
+    /// An OAuth store (X-Auth-Token, /stores/{hash}/v3/…, 429s) instead of a legacy one (Basic,
+    /// /api/v2/…, 509s); the official Node client speaks only OAuth.
+    #[arg(long)]
+    oauth: bool,
 }
 
 #[derive(Debug, Args)]
@@ -407,14 +415,20 @@ async fn run_sim(args: SimArgs) -> Result<(), Failure> {
 
 async fn demo(args: DemoArgs) -> Result<(), Failure> {
     let stop = shutdown_signal();
-    let running_sim = Sim::start(SimConfig::default(), args.sim_listen)
-        .await
-        .map_err(|e| {
-            Failure::Other(format!(
-                "cannot start the simulator on {}: {e}",
-                args.sim_listen
-            ))
-        })?;
+    let sim_config = SimConfig {
+        dialect: if args.oauth {
+            crate::config::Dialect::Oauth
+        } else {
+            crate::config::Dialect::Legacy
+        },
+        ..SimConfig::default()
+    };
+    let running_sim = Sim::start(sim_config, args.sim_listen).await.map_err(|e| {
+        Failure::Other(format!(
+            "cannot start the simulator on {}: {e}",
+            args.sim_listen
+        ))
+    })?;
     let listener = match TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -442,16 +456,24 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
     let mut secret = [0u8; 24];
     getrandom::getrandom(&mut secret).map_err(|e| Failure::Other(format!("no randomness: {e}")))?;
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-    let secret_file =
-        std::env::temp_dir().join(format!("bcproxy-demo-{}.secret", std::process::id()));
-    std::fs::write(&secret_file, &secret)
-        .map_err(|e| Failure::Other(format!("cannot write {}: {e}", secret_file.display())))?;
-    let _remove = RemoveOnDrop(secret_file.clone());
+    // Throwaway files (the webhook secret; with --tls the CA, certificate and key) in a
+    // directory of the demo's own, removed when it stops.
+    let dir = std::env::temp_dir().join(format!("bcproxy-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Failure::Other(format!("cannot create {}: {e}", dir.display())))?;
+    let _remove = RemoveOnDrop(dir.clone());
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| Failure::Other(format!("cannot write {}: {e}", path.display())))
+            .map(|()| path)
+    };
+    let secret_file = write("webhook.secret", &secret)?;
     running_sim.sim.set_webhooks(Some(sim::hooks::Target {
         url: format!("http://{admin_addr}{}", crate::webhooks::PATH),
         secret,
     }));
-    let env = HashMap::from([
+    let mut env = HashMap::from([
         ("BCPROXY__UPSTREAM__URL".to_string(), running_sim.url()),
         (
             "BCPROXY__UPSTREAM__USERNAME".to_string(),
@@ -468,33 +490,40 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
             secret_file.display().to_string(),
         ),
     ]);
+    let ca = match args.tls {
+        true => {
+            let made = crate::tls::throwaway(&["127.0.0.1", "localhost"])
+                .map_err(|e| Failure::Other(format!("cannot make a certificate: {e}")))?;
+            let ca = write("ca.pem", &made.ca)?;
+            let cert = write("cert.pem", &made.cert)?;
+            let key = write("key.pem", &made.key)?;
+            env.insert(
+                "BCPROXY__LISTEN__TLS_CERT".into(),
+                cert.display().to_string(),
+            );
+            env.insert("BCPROXY__LISTEN__TLS_KEY".into(), key.display().to_string());
+            Some(ca)
+        }
+        false => None,
+    };
+    if args.oauth {
+        env.insert("BCPROXY__UPSTREAM__AUTH".into(), "token".into());
+        env.insert("BCPROXY__UPSTREAM__CLIENT_ID".into(), "demo-client".into());
+        env.insert("BCPROXY__BUDGET__DIALECT".into(), "oauth".into());
+        env.insert("BCPROXY__BUDGET__LIMIT".into(), "150".into());
+        env.insert("BCPROXY__BUDGET__WINDOW".into(), "30s".into());
+    }
     let settings = Settings::from_toml(DEMO_CONFIG, env)?;
     crate::telemetry::init(&settings.log).map_err(|e| Failure::Other(e.to_string()))?;
-
-    let p = format!("http://{proxy_addr}");
-    let a = format!("http://{admin_addr}");
-    eprintln!(
-        "\nbcproxy demo: the store simulator is at {sim}, the proxy at {p}, its admin at {a}.\n\
-         The proxy adds the store's credentials; your calls need none. Try:\n\n\
-         \x20 curl -s {p}/api/v2/products/3.json\n\
-         \x20 curl -s -H 'Accept: application/xml' '{p}/api/v2/categories?limit=2'\n\
-         \x20 curl -s -X POST -H 'Content-Type: application/json' \\\n\
-         \x20      -d '{{\"name\":\"Démo ☕ mug\",\"price\":\"9.50\",\"type\":\"physical\"}}' {p}/api/v2/products\n\
-         \x20 curl -s {p}/api/v2/products/count\n\
-         \x20 curl -s {sim}/__sim/stats?log=false      # what the store saw\n\n\
-         A change made at the store directly (as the control panel would) reaches the proxy as a\n\
-         signed webhook, which drops the cached product (x-cache: MISS on the next GET):\n\n\
-         \x20 curl -s -u {user}:{key} -X PUT -H 'Content-Type: application/json' \\\n\
-         \x20      -d '{{\"name\":\"Changed in the control panel\"}}' {sim}/api/v2/products/3\n\
-         \x20 curl -si {p}/api/v2/products/3.json | grep -i x-cache\n\n\
-         The proxy's own view:\n\n\
-         \x20 curl -s {a}/status\n\
-         \x20 curl -s {a}/metrics\n\
-         \x20 curl -s -X POST '{a}/cache/purge?path=/api/v2/products'   # drop what a path names\n\n\
-         Access log lines follow on stdout. Ctrl-C stops both.\n",
-        sim = running_sim.url(),
-        user = sim::DEFAULT_USERNAME,
-        key = sim::DEFAULT_API_KEY,
+    eprint!(
+        "{}",
+        demo_text(&DemoText {
+            sim: running_sim.url(),
+            proxy: proxy_addr,
+            admin: admin_addr,
+            ca: ca.as_deref(),
+            oauth: args.oauth,
+        })
     );
     let app = App::new(Arc::new(settings)).map_err(|e| Failure::Other(e.to_string()))?;
     let result = app.serve(listener, Some(admin), stop).await;
@@ -502,11 +531,109 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
     result.map(drop).map_err(|e| Failure::Other(e.to_string()))
 }
 
-/// Removes a file when dropped.
+/// What the demo prints to try it.
+struct DemoText<'a> {
+    sim: String,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    /// The throwaway CA, when the proxy listens with TLS.
+    ca: Option<&'a std::path::Path>,
+    oauth: bool,
+}
+
+fn demo_text(d: &DemoText<'_>) -> String {
+    let port = d.proxy.port();
+    let a = format!("http://{}", d.admin);
+    let sim = &d.sim;
+    let (p, curl) = match d.ca {
+        Some(ca) => (
+            format!("https://localhost:{port}"),
+            format!("curl -s --cacert {}", ca.display()),
+        ),
+        None => (format!("http://{}", d.proxy), "curl -s".to_string()),
+    };
+    let base = if d.oauth {
+        format!("{p}/stores/{}/v3", sim::DEFAULT_STORE_HASH)
+    } else {
+        format!("{p}/api/v2")
+    };
+    let mut out = format!(
+        "\nbcproxy demo: the store simulator ({dialect}) is at {sim}, the proxy at {p}, its admin at {a}.\n\
+         The proxy adds the store's credentials; your calls need none. Try:\n\n",
+        dialect = if d.oauth { "OAuth" } else { "legacy" },
+    );
+    if d.oauth {
+        out += &format!(
+            "  {curl} {base}/catalog/products/3\n\
+             \x20 {curl} '{base}/catalog/categories?limit=2'\n\
+             \x20 {curl} -X POST -H 'Content-Type: application/json' \\\n\
+             \x20      -d '{{\"name\":\"Démo ☕ mug\",\"price\":9.5,\"type\":\"physical\",\"weight\":1}}' {base}/catalog/products\n\
+             \x20 curl -s {sim}/__sim/stats?log=false      # what the store saw\n\n"
+        );
+    } else {
+        out += &format!(
+            "  {curl} {base}/products/3.json\n\
+             \x20 {curl} -H 'Accept: application/xml' '{base}/categories?limit=2'\n\
+             \x20 {curl} -X POST -H 'Content-Type: application/json' \\\n\
+             \x20      -d '{{\"name\":\"Démo ☕ mug\",\"price\":\"9.50\",\"type\":\"physical\"}}' {base}/products\n\
+             \x20 {curl} {base}/products/count\n\
+             \x20 curl -s {sim}/__sim/stats?log=false      # what the store saw\n\n\
+             A change made at the store directly (as the control panel would) reaches the proxy as a\n\
+             signed webhook, which drops the cached product (x-cache: MISS on the next GET):\n\n\
+             \x20 curl -s -u {user}:{key} -X PUT -H 'Content-Type: application/json' \\\n\
+             \x20      -d '{{\"name\":\"Changed in the control panel\"}}' {sim}/api/v2/products/3\n\
+             \x20 {curl} -i {base}/products/3.json | grep -i x-cache\n\n",
+            user = sim::DEFAULT_USERNAME,
+            key = sim::DEFAULT_API_KEY,
+        );
+    }
+    if let Some(ca) = d.ca {
+        let ca = ca.display();
+        out += "BigCommerce's official clients (they speak only https):\n\n";
+        if d.oauth {
+            out += &format!(
+                "  # Python (pip install bigcommerce)\n\
+                 \x20 BC_API_ENDPOINT=localhost:{port} REQUESTS_CA_BUNDLE={ca} python3 -c 'import bigcommerce; \\\n\
+                 \x20   api = bigcommerce.api.BigcommerceApi(client_id=\"any\", store_hash=\"{hash}\", access_token=\"any\"); \\\n\
+                 \x20   print(api.Products.get(3).name)'\n\n\
+                 \x20 # Node (npm install node-bigcommerce@4): it always dials api.bigcommerce.com:443, so its\n\
+                 \x20 # `agent` dials the proxy instead\n\
+                 \x20 node -e 'const https = require(\"https\"), tls = require(\"tls\"), fs = require(\"fs\");\n\
+                 \x20   const agent = new https.Agent({{ keepAlive: true }});\n\
+                 \x20   agent.createConnection = (o, cb) => tls.connect({{ ...o, host: \"127.0.0.1\", port: {port},\n\
+                 \x20     servername: \"localhost\", ca: fs.readFileSync(\"{ca}\") }}, cb);\n\
+                 \x20   const BigCommerce = require(\"node-bigcommerce\");\n\
+                 \x20   const bc = new BigCommerce({{ clientId: \"any\", accessToken: \"any\", storeHash: \"{hash}\",\n\
+                 \x20     responseType: \"json\", apiVersion: \"v3\", agent }});\n\
+                 \x20   bc.get(\"/catalog/products/3\").then(r => console.log(r.data.name));'\n\n",
+                hash = sim::DEFAULT_STORE_HASH,
+            );
+        } else {
+            out += &format!(
+                "  # Python (pip install bigcommerce)\n\
+                 \x20 REQUESTS_CA_BUNDLE={ca} python3 -c 'import bigcommerce; \\\n\
+                 \x20   api = bigcommerce.api.BigcommerceApi(host=\"localhost:{port}\", basic_auth=(\"any\", \"any\")); \\\n\
+                 \x20   print(api.Products.get(3).name)'\n\n\
+                 \x20 # Node: node-bigcommerce speaks only OAuth; run `bcproxy demo --tls --oauth` for it.\n\n"
+            );
+        }
+    }
+    out += &format!(
+        "The proxy's own view (the admin listener):\n\n\
+         \x20 {a}/                                   # the status page, in a browser\n\
+         \x20 curl -s {a}/status\n\
+         \x20 curl -s {a}/metrics\n\
+         \x20 curl -s -X POST '{a}/cache/purge?path=/'   # drop everything cached\n\n\
+         Access log lines follow on stdout. Ctrl-C stops both.\n"
+    );
+    out
+}
+
+/// Removes a directory and what it holds when dropped.
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

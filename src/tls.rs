@@ -186,3 +186,42 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, TlsError> {
             .with_no_client_auth(),
     )
 }
+
+/// A throwaway certificate authority and a certificate it signed (PEM), for the demo and tests.
+#[derive(Debug)]
+pub struct Throwaway {
+    /// The CA's certificate: what a client trusts.
+    pub ca: String,
+    /// The server's certificate.
+    pub cert: String,
+    /// The server's private key.
+    pub key: String,
+}
+
+/// Makes a new CA and a certificate for `names` (DNS names or IP addresses) signed by it.
+pub fn throwaway(names: &[&str]) -> Result<Throwaway, rcgen::Error> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "bcproxy throwaway CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
+    let leaf_key = KeyPair::generate()?;
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let leaf = CertificateParams::new(names)?.signed_by(&leaf_key, &ca)?;
+    Ok(Throwaway {
+        ca: ca.pem(),
+        cert: leaf.pem(),
+        key: leaf_key.serialize_pem(),
+    })
+}

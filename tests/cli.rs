@@ -520,6 +520,117 @@ async fn demo_serves_and_stops_on_sigint() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// Everything the demo prints, up to its last line.
+async fn demo_text(lines: &mut Lines<BufReader<ChildStderr>>) -> Vec<String> {
+    let read = async {
+        let mut text = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let last = line.contains("Ctrl-C stops both");
+            text.push(line);
+            if last {
+                return text;
+            }
+        }
+        panic!("the demo stopped printing: {text:?}");
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the demo's text in time")
+}
+
+/// `bcproxy demo --tls` listens with HTTPS under a throwaway CA (a client trusting only that
+/// CA gets the store's answers at `https://localhost:PORT`), prints the official clients'
+/// snippets with that CA, and has its admin listener on: the printed status page, `/status`
+/// and `/metrics` answer. Its throwaway files are gone once it stops.
+#[tokio::test]
+async fn demo_with_tls_serves_https_and_its_admin() {
+    let mut child = bcproxy(&["demo", "--tls", "--listen", "127.0.0.1:0"])
+        .current_dir(std::env::temp_dir())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let text = demo_text(&mut stderr).await;
+    let joined = text.join("\n");
+    let curl = text
+        .iter()
+        .find(|l| l.contains("--cacert") && l.ends_with("/api/v2/products/3.json"))
+        .unwrap_or_else(|| panic!("no https curl line: {joined}"));
+    let mut words = curl.split_whitespace().skip_while(|w| *w != "--cacert");
+    let ca = std::path::PathBuf::from(words.nth(1).expect("the CA's path"));
+    let url = words.next().expect("the URL").to_string();
+    assert!(url.starts_with("https://localhost:"), "{url}");
+    // The Python snippet names the same CA and the proxy's address.
+    let port = url
+        .trim_start_matches("https://localhost:")
+        .split('/')
+        .next()
+        .unwrap();
+    assert!(
+        joined.contains(&format!("REQUESTS_CA_BUNDLE={}", ca.display()))
+            && joined.contains(&format!("host=\"localhost:{port}\"")),
+        "{joined}"
+    );
+    assert!(joined.contains("demo --tls --oauth"), "{joined}");
+
+    let tls = bcproxy::tls::client_config(Some(&ca)).unwrap();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector);
+    let response = client
+        .request(
+            http::Request::get(&url)
+                .body(http_body_util::Full::default())
+                .unwrap(),
+        )
+        .await
+        .expect("an https call trusting only the demo's CA");
+    assert_eq!(response.status(), 200);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let product: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(product["name"], "日本茶セット");
+
+    // The admin lines: the status page, /status, /metrics.
+    let admin = text
+        .iter()
+        .find_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("curl -s ")
+                .filter(|u| u.ends_with("/status"))
+                .map(|u| u.trim_end_matches("/status").to_string())
+        })
+        .unwrap_or_else(|| panic!("no /status line: {joined}"));
+    assert!(
+        text.iter()
+            .any(|l| l.trim().starts_with(&format!("{admin}/ "))),
+        "no status page line: {joined}"
+    );
+    let http = Http::default();
+    let page = http.get(&format!("{admin}/")).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<title>bcproxy status</title>"));
+    assert_eq!(
+        http.get(&format!("{admin}/status")).await.json()["window"]["calls"],
+        1
+    );
+    assert_eq!(http.get(&format!("{admin}/metrics")).await.status, 200);
+
+    signal(&child, "INT");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!ca.exists(), "the throwaway CA was left behind");
+}
+
 /// `bcproxy sim` runs the simulator alone with the given quota, answering 509 past it.
 #[tokio::test]
 async fn sim_command_runs_a_store_with_its_quota() {

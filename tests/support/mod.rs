@@ -478,36 +478,16 @@ pub struct TlsFiles {
 
 /// Makes a fresh CA and server certificate.
 pub fn tls_files() -> TlsFiles {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "bcproxy test CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
+    let made = bcproxy::tls::throwaway(&["localhost", "127.0.0.1"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (ca_path, cert, key) = (
         dir.path().join("ca.pem"),
         dir.path().join("cert.pem"),
         dir.path().join("key.pem"),
     );
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    std::fs::write(&cert, leaf.pem()).unwrap();
-    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(&ca_path, made.ca).unwrap();
+    std::fs::write(&cert, made.cert).unwrap();
+    std::fs::write(&key, made.key).unwrap();
     TlsFiles {
         dir,
         ca: ca_path,
