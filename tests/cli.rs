@@ -520,36 +520,13 @@ async fn demo_serves_and_stops_on_sigint() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// Everything the demo prints, up to its last line.
-async fn demo_text(lines: &mut Lines<BufReader<ChildStderr>>) -> Vec<String> {
-    let read = async {
-        let mut text = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let last = line.contains("Ctrl-C stops both");
-            text.push(line);
-            if last {
-                return text;
-            }
-        }
-        panic!("the demo stopped printing: {text:?}");
-    };
-    tokio::time::timeout(Duration::from_secs(20), read)
-        .await
-        .expect("the demo's text in time")
-}
-
 /// `bcproxy demo --tls` listens with HTTPS under a throwaway CA (a client trusting only that
 /// CA gets the store's answers at `https://localhost:PORT`), prints the official clients'
 /// snippets with that CA, and has its admin listener on: the printed status page, `/status`
 /// and `/metrics` answer. Its throwaway files are gone once it stops.
 #[tokio::test]
 async fn demo_with_tls_serves_https_and_its_admin() {
-    let mut child = bcproxy(&["demo", "--tls", "--listen", "127.0.0.1:0"])
-        .current_dir(std::env::temp_dir())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let text = demo_text(&mut stderr).await;
+    let (mut child, text) = start_demo(&["--tls"]).await;
     let joined = text.join("\n");
     let curl = text
         .iter()

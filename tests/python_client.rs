@@ -139,3 +139,29 @@ async fn official_python_client_oauth() {
         stats.by_path
     );
 }
+
+/// The Python snippet `bcproxy demo --tls` prints works as pasted (its `python3` being the one
+/// with the client installed).
+#[tokio::test]
+#[ignore = "needs the official Python client (pip install -r tests/python/requirements.txt; BCPROXY_PYTHON); .ci/run installs it and runs this test"]
+async fn the_demos_python_snippet_works_as_printed() {
+    let (_demo, text) = start_demo(&["--tls"]).await;
+    let snippet = demo_snippet(&text, "REQUESTS_CA_BUNDLE=");
+    let command = snippet.replacen(" python3 ", &format!(" {} ", python()), 1);
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new("sh")
+            .args(["-c", &command])
+            .output(),
+    )
+    .await
+    .expect("in time")
+    .expect("sh runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{command}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "日本茶セット", "{snippet}");
+}

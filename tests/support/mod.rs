@@ -569,3 +569,56 @@ pub async fn read_some(
     }
     (status, got, Ok(()))
 }
+
+/// Starts `bcproxy demo` with `args` on a free port; returns it (killed when dropped) and
+/// everything it printed to try it (its stderr up to "Ctrl-C stops both").
+pub async fn start_demo(args: &[&str]) -> (tokio::process::Child, Vec<String>) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_bcproxy"));
+    cmd.arg("demo")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(std::env::temp_dir())
+        .env_remove("BCPROXY_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("BCPROXY__") {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd.spawn().expect("bcproxy demo starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let read = async {
+        let mut text = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let last = line.contains("Ctrl-C stops both");
+            text.push(line);
+            if last {
+                return text;
+            }
+        }
+        panic!("the demo stopped printing: {text:?}");
+    };
+    let text = tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the demo's text in time");
+    (child, text)
+}
+
+/// The snippet the demo printed that starts with a line beginning `first` (after its indent)
+/// and runs to the next blank line, joined as printed.
+pub fn demo_snippet(text: &[String], first: &str) -> String {
+    let start = text
+        .iter()
+        .position(|l| l.trim_start().starts_with(first))
+        .unwrap_or_else(|| panic!("no snippet starting {first:?}: {text:#?}"));
+    text[start..]
+        .iter()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim_start())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
