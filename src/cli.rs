@@ -41,7 +41,7 @@ enum Command {
     /// Run the proxy (the default command).
     Run(ConfigArgs),
     /// Load and validate the config, print the effective settings with secrets redacted.
-    Check(ConfigArgs),
+    Check(CheckArgs),
     /// Start the store simulator and the proxy in front of it on loopback; no credentials needed.
     Demo(DemoArgs),
     /// Run the store simulator alone (offline development, tests, benchmarks).
@@ -63,6 +63,17 @@ struct HealthArgs {
 struct TokenArgs {
     /// The app's name (its [[clients]] name, and its Basic user name).
     name: String,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Check the file alone: do not read the key, secret and certificate files it names nor
+    /// look for its state directory (for CI pipelines; on the machine that runs it, check
+    /// without this flag).
+    #[arg(long)]
+    offline: bool,
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +159,9 @@ enum Failure {
     Config(#[from] ConfigError),
     #[error("bad arguments: {0}")]
     Args(String),
+    /// No config file and nothing in the environment.
+    #[error("{0}")]
+    NoConfig(String),
     #[error("{0}")]
     Other(String),
 }
@@ -155,7 +169,7 @@ enum Failure {
 impl Failure {
     fn code(&self) -> ExitCode {
         match self {
-            Failure::Config(_) | Failure::Args(_) => ExitCode::from(2),
+            Failure::Config(_) | Failure::Args(_) | Failure::NoConfig(_) => ExitCode::from(2),
             Failure::Other(_) => ExitCode::from(1),
         }
     }
@@ -198,7 +212,7 @@ pub fn main() -> ExitCode {
 
 /// Loads settings: an explicit `--config`/`$BCPROXY_CONFIG` must exist; the default file is
 /// used when present, else defaults plus environment.
-fn load(args: &ConfigArgs) -> Result<(PathBuf, Sources, Settings), Failure> {
+fn load(args: &ConfigArgs, offline: bool) -> Result<(PathBuf, Sources, Settings), Failure> {
     let (path, file) = match &args.config {
         Some(path) => (path.clone(), Some(path.clone())),
         None => {
@@ -207,20 +221,38 @@ fn load(args: &ConfigArgs) -> Result<(PathBuf, Sources, Settings), Failure> {
             (path, file)
         }
     };
+    // No file anywhere and no setting in the environment: say where a file was looked for,
+    // rather than complain about the first key the defaults lack.
+    if file.is_none()
+        && !std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("BCPROXY__"))
+    {
+        return Err(Failure::NoConfig(format!(
+            "no config file: looked for --config, $BCPROXY_CONFIG, {DEFAULT_PATH} (in {}); copy config/bcproxy.toml from the repository, or set BCPROXY__* environment variables",
+            std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string())
+        )));
+    }
     let sources = Sources {
         file,
+        offline,
         ..Sources::default()
     };
     let settings = Settings::load(&sources)?;
     Ok((path, sources, settings))
 }
 
-fn check(args: ConfigArgs) -> Result<(), Failure> {
-    let (path, _, settings) = load(&args)?;
-    println!(
-        "# {} is valid; effective settings (secrets redacted):\n",
-        path.display()
-    );
+fn check(args: CheckArgs) -> Result<(), Failure> {
+    let (path, _, settings) = load(&args.config, args.offline)?;
+    if args.offline {
+        println!(
+            "# {} is valid (offline: the files it names were not read; check again where it runs);\n# effective settings (secrets redacted):\n",
+            path.display()
+        );
+    } else {
+        println!(
+            "# {} is valid; effective settings (secrets redacted):\n",
+            path.display()
+        );
+    }
     print!("{}", settings.to_redacted_toml());
     if let Ok(couplings) = settings.cache.couplings() {
         println!("\n# Effective cache couplings (built-in, then [[cache.couplings]]): a change in");
@@ -245,7 +277,7 @@ fn check(args: ConfigArgs) -> Result<(), Failure> {
 }
 
 async fn run(args: ConfigArgs) -> Result<(), Failure> {
-    let (_, sources, settings) = load(&args)?;
+    let (_, sources, settings) = load(&args, false)?;
     if settings.cluster.enabled() {
         crate::telemetry::set_instance(&settings.cluster.instance_name());
     }
@@ -287,7 +319,10 @@ async fn health(args: HealthArgs) -> Result<(), Failure> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Empty<bytes::Bytes>>();
     let ask = async {
-        let response = client.get(uri).await.map_err(|e| e.to_string())?;
+        let response = client
+            .get(uri.clone())
+            .await
+            .map_err(|e| health_error(&e, &uri))?;
         let status = response.status();
         let _ = response.into_body().collect().await;
         Ok::<_, String>(status)
@@ -295,11 +330,33 @@ async fn health(args: HealthArgs) -> Result<(), Failure> {
     match tokio::time::timeout(std::time::Duration::from_secs(5), ask).await {
         Ok(Ok(status)) if status == http::StatusCode::OK => Ok(()),
         Ok(Ok(status)) => Err(Failure::Other(format!("{} answered {status}", args.url))),
-        Ok(Err(e)) => Err(Failure::Other(format!("{}: {e}", args.url))),
+        Ok(Err(e)) => Err(Failure::Other(format!("{e} ({})", args.url))),
         Err(_) => Err(Failure::Other(format!(
-            "{} did not answer within 5s",
+            "timed out: no answer within 5s ({})",
             args.url
         ))),
+    }
+}
+
+/// Why the health check's call failed, in plain words (hyper says `client error (Connect)`).
+fn health_error(e: &hyper_util::client::legacy::Error, uri: &http::Uri) -> String {
+    let addr = uri.authority().map_or("", |a| a.as_str());
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let io = cause
+        .downcast_ref::<std::io::Error>()
+        .map(std::io::Error::kind);
+    match io {
+        Some(std::io::ErrorKind::ConnectionRefused) => {
+            format!(
+                "connection refused on {addr}: nothing listens there (is bcproxy running, with admin.addr = {addr:?}?)"
+            )
+        }
+        Some(std::io::ErrorKind::TimedOut) => format!("timed out connecting to {addr}"),
+        _ if e.is_connect() => format!("cannot connect to {addr}: {cause}"),
+        _ => format!("{e}: {cause}"),
     }
 }
 

@@ -225,3 +225,34 @@ pub fn throwaway(names: &[&str]) -> Result<Throwaway, rcgen::Error> {
         key: leaf_key.serialize_pem(),
     })
 }
+
+/// The store's TLS failure in plain words, with what to do about it; rustls' own words for
+/// anything else.
+pub fn explain(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let fix = match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::Expired | C::ExpiredContext { .. } => {
+                "the store's certificate has expired (or this machine's clock is wrong)"
+            }
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "the store's certificate is not valid yet (is this machine's clock right?)"
+            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "the store's certificate is not for the host in upstream.url: use the host name the certificate names"
+            }
+            C::UnknownIssuer => {
+                "the store's certificate is signed by a CA this proxy does not trust: put that CA's certificate (PEM) in upstream.ca_file"
+            }
+            C::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+                "the store presents a CA certificate (CA:TRUE) as its own, as a self-signed certificate made with `openssl req -x509` does: sign the store's certificate with a CA and put that CA in upstream.ca_file, or make the self-signed certificate with `-addext basicConstraints=critical,CA:FALSE`"
+            }
+            C::Other(other) if format!("{other:?}").contains("EndEntityUsedAsCa") => {
+                "upstream.ca_file holds a server's own certificate, not a CA: put the CA that signed the store's certificate there"
+            }
+            _ => return format!("the store's certificate was refused: {e}"),
+        },
+        _ => return e.to_string(),
+    };
+    format!("{fix} ({e})")
+}

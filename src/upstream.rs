@@ -459,7 +459,7 @@ fn classify(err: &hyper_util::client::legacy::Error) -> CallError {
     if let Some(source) = std::error::Error::source(err) {
         walk_causes(source, &mut |e| {
             if let Some(r) = e.downcast_ref::<rustls::Error>() {
-                tls.get_or_insert_with(|| r.to_string());
+                tls.get_or_insert_with(|| crate::tls::explain(r));
             }
             let text = e.to_string();
             if causes.last() != Some(&text) {

@@ -62,6 +62,159 @@ api_key = "very-secret-key-123"
 addr = ""
 "#;
 
+/// Every config mistake a newcomer makes is one line naming the key, the bad value and the
+/// valid ones; names are taken case-insensitively where that is harmless.
+#[tokio::test]
+async fn config_mistakes_get_a_one_line_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |extra: &str| format!("{GOOD}{extra}\n");
+    let cases = [
+        (
+            with("[log]\nformat = \"yaml\""),
+            "bcproxy: bad config: log.format: \"yaml\" is not valid: use \"json\" or \"text\"",
+        ),
+        (
+            GOOD.replace(
+                "username = \"admin\"",
+                "username = \"admin\"\nauth = \"bearer\"",
+            ),
+            "bcproxy: bad config: upstream.auth: \"bearer\" is not valid: use \"basic\" or \"token\"",
+        ),
+        (
+            with("[budget]\ndialect = \"v3\""),
+            "bcproxy: bad config: budget.dialect: \"v3\" is not valid: use \"legacy\" or \"oauth\"",
+        ),
+        (
+            GOOD.replace("127.0.0.1:0", "127.0.0.1:99999"),
+            "bcproxy: bad config: listen.addr: \"127.0.0.1:99999\" is not an ip:port address: its port 99999 is above 65535",
+        ),
+        (
+            GOOD.replace("127.0.0.1:0", "localhost:8080"),
+            "bcproxy: bad config: listen.addr: \"localhost:8080\" is not an ip:port address: \"localhost\" is not an IP address (host names are not resolved here): use \"127.0.0.1\" for loopback or \"0.0.0.0\" for every interface",
+        ),
+        (
+            GOOD.replace("addr = \"\"", "addr = \"9090\""),
+            "bcproxy: bad config: admin.addr: \"9090\" has no port: write ip:port, such as \"127.0.0.1:8080\"",
+        ),
+        (
+            with("[budget]\nlimit = -5"),
+            "bcproxy: bad config: budget.limit: -5 is not valid: expected a whole number, 0 or more",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = write(dir.path(), &format!("case{i}.toml"), text);
+        let out = bcproxy(&["check", "--config", &path])
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.trim(), *expected);
+        assert!(!stderr.contains("very-secret-key-123"));
+    }
+    // Case is forgiven where it is harmless: "Basic", "OAuth", "JSON".
+    let path = write(
+        dir.path(),
+        "case.toml",
+        &format!(
+            "{}[budget]\ndialect = \"OAuth\"\n[log]\nformat = \"JSON\"\n",
+            GOOD.replace(
+                "username = \"admin\"",
+                "username = \"admin\"\nauth = \"Basic\""
+            )
+        ),
+    );
+    let out = check_ok(&path, &[]).await;
+    assert!(out.contains("auth = \"basic\""), "{out}");
+    assert!(out.contains("dialect = \"oauth\""), "{out}");
+    assert!(out.contains("format = \"json\""), "{out}");
+}
+
+/// Without a config file anywhere (and no `BCPROXY__*` setting), `run` and `check` say where
+/// they looked, not which key the defaults lack.
+#[tokio::test]
+async fn no_config_file_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in [&[][..], &["check"][..]] {
+        let out = bcproxy(command)
+            .current_dir(dir.path())
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.starts_with(
+                "bcproxy: no config file: looked for --config, $BCPROXY_CONFIG, config/bcproxy.toml (in "
+            ),
+            "{stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(!stderr.contains("api_key"), "{stderr}");
+    }
+}
+
+/// `bcproxy health` against nothing says "connection refused on ADDR" (hyper says `client
+/// error (Connect)`).
+#[tokio::test]
+async fn health_says_connection_refused_on_the_address() {
+    let dead = dead_port().await;
+    let out = bcproxy(&["health", "--url", &format!("http://{dead}/healthz")])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.starts_with(&format!("bcproxy: connection refused on {dead}:")),
+        "{stderr}"
+    );
+}
+
+/// `bcproxy check --offline` checks a file whose key file and state directory exist only on
+/// the machine that runs it (deploy/bcproxy.toml here): it passes where plain `check` fails
+/// on the missing file, and still refuses a bad value.
+#[tokio::test]
+async fn check_offline_reads_no_named_files() {
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/bcproxy.toml");
+    let out = bcproxy(&["check", "--config", deploy])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("upstream.api_key_file: cannot read"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bcproxy(&["check", "--offline", "--config", deploy])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("(offline: the files it names were not read"),
+        "{stdout}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = std::fs::read_to_string(deploy)
+        .unwrap()
+        .replace("auth = \"basic\"", "auth = \"bearer\"");
+    let path = write(dir.path(), "bad.toml", &bad);
+    let out = bcproxy(&["check", "--offline", "--config", &path])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("upstream.auth"));
+}
+
 /// Each kind of bad config exits 2 with one line naming the key, from `check` and from `run`.
 #[tokio::test]
 async fn bad_config_exits_2_naming_the_key() {

@@ -236,6 +236,10 @@ async fn tls_upstream_trusts_ca_file_only() {
     let message = reply.json()[0]["message"].as_str().unwrap().to_string();
     assert!(message.contains("TLS"), "{message}");
     assert!(message.to_lowercase().contains("certificate"), "{message}");
+    assert!(
+        message.contains("signed by a CA this proxy does not trust: put that CA's certificate (PEM) in upstream.ca_file"),
+        "{message}"
+    );
     assert_eq!(
         sim.sim.stats(false).calls,
         1,
@@ -314,4 +318,62 @@ async fn call_with_connect_timeout(upstream: &str) -> Reply {
         "took {took:?}"
     );
     reply
+}
+
+/// The store's certificate problems are told in plain words with the fix: a self-signed
+/// certificate made as a CA (what `openssl req -x509` makes) used as the store's own, and a
+/// certificate for another name.
+#[tokio::test]
+async fn tls_failures_are_told_in_plain_words() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("self.pem"), dir.path().join("self.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+
+    let other = bcproxy::tls::throwaway(&["example.test"]).unwrap();
+    let (other_ca, other_cert, other_key) = (
+        dir.path().join("other-ca.pem"),
+        dir.path().join("other.pem"),
+        dir.path().join("other.key"),
+    );
+    std::fs::write(&other_ca, &other.ca).unwrap();
+    std::fs::write(&other_cert, &other.cert).unwrap();
+    std::fs::write(&other_key, &other.key).unwrap();
+
+    for (cert, key, ca, expected) in [
+        (
+            &cert_path,
+            &key_path,
+            &cert_path,
+            "the store presents a CA certificate (CA:TRUE) as its own",
+        ),
+        (
+            &other_cert,
+            &other_key,
+            &other_ca,
+            "the store's certificate is not for the host in upstream.url",
+        ),
+    ] {
+        let tls = bcproxy::tls::server_config(cert, key).unwrap();
+        let sim = start_sim_with(SimConfig {
+            tls: Some(tls),
+            ..Default::default()
+        })
+        .await;
+        let ca = ca.display().to_string();
+        let proxy = start_proxy(settings(&sim.url(), "", &[("upstream.ca_file", &ca)])).await;
+        let reply = Http::default()
+            .get(&format!("{}/api/v2/products/2", proxy.url()))
+            .await;
+        assert_eq!(reply.status, 502);
+        let message = reply.json()[0]["message"].as_str().unwrap().to_string();
+        assert!(message.contains(expected), "{message}");
+        assert_eq!(sim.sim.stats(false).calls, 0);
+    }
 }

@@ -28,6 +28,7 @@ fn sources(path: &Path) -> Sources {
         file: Some(path.to_path_buf()),
         text: None,
         env: Some(Default::default()),
+        offline: false,
     }
 }
 

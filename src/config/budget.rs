@@ -48,7 +48,7 @@ impl Default for Budget {
 
 impl Budget {
     /// Checks the section.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self, files: bool) -> Result<(), ConfigError> {
         at_least_one("budget.limit", self.limit)?;
         positive("budget.window", self.window)?;
         if self.reserve_writes >= self.limit {
@@ -59,6 +59,7 @@ impl Budget {
         }
         positive("budget.max_wait", self.max_wait)?;
         if let Some(dir) = self.state_file.as_deref().and_then(Path::parent)
+            && files
             && !dir.as_os_str().is_empty()
             && !dir.is_dir()
         {

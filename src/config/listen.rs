@@ -15,6 +15,7 @@ use super::values::{at_least_one, duration, opt_path, positive, size};
 #[serde(deny_unknown_fields, default)]
 pub struct Listen {
     /// Address apps connect to.
+    #[serde(with = "super::values::addr")]
     pub addr: SocketAddr,
     /// PEM certificate chain; with `tls_key`, the listener speaks HTTPS.
     #[serde(with = "opt_path")]
@@ -65,14 +66,14 @@ impl Default for Listen {
 
 impl Listen {
     /// Checks the section on its own (the open-proxy rule also needs `[[clients]]`).
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self, files: bool) -> Result<(), ConfigError> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::new(
                 "listen.tls_key",
                 "listen.tls_cert and listen.tls_key must be set together",
             ));
         }
-        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+        if let (Some(cert), Some(key), true) = (&self.tls_cert, &self.tls_key, files) {
             crate::tls::server_config(cert, key)
                 .map_err(|e| ConfigError::new("listen.tls_cert", e.to_string()))?;
         }

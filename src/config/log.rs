@@ -8,7 +8,7 @@ use super::ConfigError;
 use super::values::{duration, positive};
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One JSON object per line.
@@ -51,5 +51,11 @@ impl Log {
             )
         })?;
         positive("log.summary_every", self.summary_every)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::config::values::one_of(d, &[("json", LogFormat::Json), ("text", LogFormat::Text)])
     }
 }

@@ -14,7 +14,7 @@ mod listen;
 mod log;
 pub mod reload;
 mod upstream;
-mod values;
+pub(crate) mod values;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -100,6 +100,10 @@ pub struct Sources {
     pub text: Option<String>,
     /// Environment variables; `None` reads the process environment.
     pub env: Option<HashMap<String, String>>,
+    /// Check the settings without reading the files they name (key and secret files,
+    /// certificates) or looking for state directories: `bcproxy check --offline`, for CI
+    /// pipelines that have the config but not the machine's files.
+    pub offline: bool,
 }
 
 impl Settings {
@@ -140,10 +144,14 @@ impl Settings {
             let inner = e.into_inner().to_string();
             describe_serde_error(&key, &inner)
         })?;
-        settings.upstream.resolve_secret()?;
-        settings.webhooks.resolve_secret()?;
-        settings.cluster.resolve_secret()?;
-        settings.validate()?;
+        if !sources.offline {
+            settings.upstream.resolve_secret()?;
+            settings.webhooks.resolve_secret()?;
+            settings.cluster.resolve_secret()?;
+        } else {
+            settings.upstream.require_secret()?;
+        }
+        settings.validate(!sources.offline)?;
         Ok(settings)
     }
 
@@ -153,17 +161,18 @@ impl Settings {
             file: None,
             text: Some(text.to_string()),
             env: Some(env),
+            offline: false,
         })
     }
 
     /// Checks every rule `run` relies on, section by section and then across sections; the
     /// first broken one is returned.
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.listen.validate()?;
+    fn validate(&self, files: bool) -> Result<(), ConfigError> {
+        self.listen.validate(files)?;
         self.listen
             .check_open(self.listen.addr, !self.clients.is_empty())?;
-        self.upstream.validate()?;
-        self.budget.validate()?;
+        self.upstream.validate(files)?;
+        self.budget.validate(files)?;
         self.cache.validate()?;
         clients::validate(&self.clients)?;
         self.log.validate()?;
@@ -224,7 +233,39 @@ fn describe_serde_error(key: &str, inner: &str) -> ConfigError {
     let key = if key == "." { "config" } else { key };
     // config appends the key itself; it is already named.
     let message = inner.rsplit_once(" for key `").map_or(inner, |(m, _)| m);
-    ConfigError::new(key, message.to_string())
+    ConfigError::new(key, plain_type_error(message))
+}
+
+/// serde's "invalid type: 64-bit integer `-5`, expected an unsigned 64 bit or less integer" as
+/// "-5 is not valid: expected a whole number, 0 or more".
+fn plain_type_error(message: &str) -> String {
+    let Some(rest) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+    else {
+        return message.to_string();
+    };
+    let Some((got, want)) = rest.split_once(", expected ") else {
+        return message.to_string();
+    };
+    let got = match got.split_once('`') {
+        Some((_, value)) => value.trim_end_matches('`').to_string(),
+        None => got.to_string(),
+    };
+    let want = if want.contains("unsigned") || want.starts_with('u') {
+        "a whole number, 0 or more"
+    } else if want.contains("integer") || want.starts_with('i') {
+        "a whole number"
+    } else if want.contains("boolean") {
+        "true or false"
+    } else if want.contains("string") {
+        "a quoted string"
+    } else if want.contains("sequence") {
+        "a list ([…])"
+    } else {
+        want
+    };
+    format!("{got} is not valid: expected {want}")
 }
 
 /// Squeezes a multi-line parser message (TOML errors draw the line in ASCII art) into one

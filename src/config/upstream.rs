@@ -12,7 +12,7 @@ use super::{ConfigError, ENV_PREFIX};
 use crate::secret::Secret;
 
 /// How bcproxy authenticates to the store.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// Legacy API account: `Authorization: Basic base64(username:api_key)`.
@@ -87,6 +87,18 @@ impl Upstream {
             .expect("Settings::load rejects a missing upstream.url")
     }
 
+    /// Enforces exactly one of `api_key` and `api_key_file` without reading the file.
+    pub(super) fn require_secret(&self) -> Result<(), ConfigError> {
+        match (&self.api_key_file, self.api_key.is_empty()) {
+            (Some(_), true) | (None, false) => Ok(()),
+            _ => {
+                let mut copy = self.clone();
+                copy.api_key_file = None;
+                copy.resolve_secret()
+            }
+        }
+    }
+
     /// Reads `api_key_file` into `api_key`, enforcing exactly one of them.
     pub(super) fn resolve_secret(&mut self) -> Result<(), ConfigError> {
         match (&self.api_key_file, self.api_key.is_empty()) {
@@ -124,7 +136,7 @@ impl Upstream {
     }
 
     /// Checks the section.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self, files: bool) -> Result<(), ConfigError> {
         if self.url.is_none() {
             return Err(ConfigError::new(
                 "upstream.url",
@@ -157,7 +169,7 @@ impl Upstream {
                 "is not a valid header value",
             ));
         }
-        if let Some(ca) = &self.ca_file {
+        if let Some(ca) = self.ca_file.as_ref().filter(|_| files) {
             crate::tls::load_certs(ca)
                 .map_err(|e| ConfigError::new("upstream.ca_file", e.to_string()))?;
         }
@@ -308,6 +320,12 @@ fn has_userinfo(raw: &str) -> bool {
     let rest = raw.split_once("://").map_or(raw, |(_, rest)| rest);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     authority.contains('@')
+}
+
+impl<'de> serde::Deserialize<'de> for AuthMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::config::values::one_of(d, &[("basic", AuthMode::Basic), ("token", AuthMode::Token)])
+    }
 }
 
 #[cfg(test)]

@@ -89,6 +89,59 @@ pub(crate) mod opt_path {
 }
 
 /// `""` in the file means "disabled" for optional addresses.
+/// Reads `ip:port`, saying what is wrong with anything else (a host name, a port out of
+/// range, no port) and echoing the value.
+pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!(
+            "{s:?} has no port: write ip:port, such as \"127.0.0.1:8080\""
+        ));
+    };
+    let why = match port.parse::<u32>() {
+        Err(_) => format!("its port {port:?} is not a number"),
+        Ok(p) if p > 65535 => format!("its port {p} is above 65535"),
+        Ok(_) if host.parse::<std::net::IpAddr>().is_err() && !host.starts_with('[') => format!(
+            "{host:?} is not an IP address (host names are not resolved here): use \"127.0.0.1\" for loopback or \"0.0.0.0\" for every interface"
+        ),
+        Ok(_) => "IPv6 addresses are written in brackets, such as \"[::1]:8080\"".to_string(),
+    };
+    Err(format!("{s:?} is not an ip:port address: {why}"))
+}
+
+/// `ip:port` with [`parse_addr`]'s messages.
+pub(crate) mod addr {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(v: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_addr(s.trim()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Reads one of a fixed set of names (case-insensitively: `"Basic"` is `basic`), or says which
+/// names are valid.
+pub(crate) fn one_of<'de, D, T: Copy>(d: D, choices: &[(&str, T)]) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let s = String::deserialize(d)?;
+    choices
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(s.trim()))
+        .map(|(_, value)| *value)
+        .ok_or_else(|| {
+            let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
+            serde::de::Error::custom(format!("{s:?} is not valid: use {}", names.join(" or ")))
+        })
+}
+
 pub(crate) mod opt_addr {
     use super::*;
 
@@ -104,8 +157,26 @@ pub(crate) mod opt_addr {
         if s.is_empty() {
             return Ok(None);
         }
-        s.parse()
+        parse_addr(s.trim())
             .map(Some)
-            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an ip:port address")))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod addr_tests {
+    use super::parse_addr;
+
+    #[test]
+    fn addresses_say_what_is_wrong_and_echo_the_value() {
+        assert_eq!(parse_addr("[::1]:8080").unwrap().port(), 8080);
+        assert_eq!(parse_addr("0.0.0.0:0").unwrap().port(), 0);
+        let wrong = |s: &str| parse_addr(s).unwrap_err();
+        assert!(wrong("127.0.0.1:99999").ends_with("its port 99999 is above 65535"));
+        assert!(wrong("127.0.0.1:http").contains("its port \"http\" is not a number"));
+        assert!(wrong("localhost:80").contains("\"localhost\" is not an IP address"));
+        assert!(wrong("::1:80").contains("written in brackets"));
+        assert!(wrong("8080").contains("has no port"));
+        assert!(wrong("nonsense").starts_with("\"nonsense\""));
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub use report::Report;
 pub use shape::{ErrorShape, wants_xml};
@@ -52,7 +52,7 @@ pub const X_AUTH_CLIENT: &str = "x-auth-client";
 pub const BANDWIDTH_LIMIT_EXCEEDED: u16 = 509;
 
 /// The store's API dialect: how it states and enforces its budget.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dialect {
     /// `X-BC-ApiLimit-Remaining`, 509 past the hourly limit (a rolling window).
@@ -164,6 +164,12 @@ impl Dialect {
             Dialect::Legacy => step,
             Dialect::Oauth => report.reset.unwrap_or(step),
         }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Dialect {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::config::values::one_of(d, &[("legacy", Dialect::Legacy), ("oauth", Dialect::Oauth)])
     }
 }
 
