@@ -321,8 +321,8 @@ async fn call_with_connect_timeout(upstream: &str) -> Reply {
 }
 
 /// The store's certificate problems are told in plain words with the fix: a self-signed
-/// certificate made as a CA (what `openssl req -x509` makes) used as the store's own, and a
-/// certificate for another name.
+/// certificate made as a CA (what `openssl req -x509` makes) used as the store's own, a
+/// certificate for another name, and an expired one.
 #[tokio::test]
 async fn tls_failures_are_told_in_plain_words() {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
@@ -346,7 +346,37 @@ async fn tls_failures_are_told_in_plain_words() {
     std::fs::write(&other_cert, &other.cert).unwrap();
     std::fs::write(&other_key, &other.key).unwrap();
 
+    // A certificate that expired, signed by a CA the proxy trusts.
+    let (expired_ca, expired_cert, expired_key) = {
+        use rcgen::{CertifiedIssuer, KeyUsagePurpose, date_time_ymd};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf_params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        leaf_params.not_before = date_time_ymd(2020, 1, 1);
+        leaf_params.not_after = date_time_ymd(2021, 1, 1);
+        let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+        let paths = (
+            dir.path().join("expired-ca.pem"),
+            dir.path().join("expired.pem"),
+            dir.path().join("expired.key"),
+        );
+        std::fs::write(&paths.0, ca.pem()).unwrap();
+        std::fs::write(&paths.1, leaf.pem()).unwrap();
+        std::fs::write(&paths.2, leaf_key.serialize_pem()).unwrap();
+        paths
+    };
+
     for (cert, key, ca, expected) in [
+        (
+            &expired_cert,
+            &expired_key,
+            &expired_ca,
+            "the store's certificate has expired (or this machine's clock is wrong)",
+        ),
         (
             &cert_path,
             &key_path,
