@@ -103,12 +103,8 @@ async fn config_mistakes_get_a_one_line_fix() {
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = write(dir.path(), &format!("case{i}.toml"), text);
-        let out = bcproxy(&["check", "--config", &path])
-            .output()
-            .await
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let (code, stderr) = check_refused(&["--config", &path]).await;
+        assert_eq!(code, Some(2), "{stderr}");
         assert_eq!(stderr.trim(), *expected);
         assert!(!stderr.contains("very-secret-key-123"));
     }
@@ -177,15 +173,11 @@ async fn health_says_connection_refused_on_the_address() {
 #[tokio::test]
 async fn check_offline_reads_no_named_files() {
     let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/bcproxy.toml");
-    let out = bcproxy(&["check", "--config", deploy])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let (code, stderr) = check_refused(&["--config", deploy]).await;
+    assert_eq!(code, Some(2));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("upstream.api_key_file: cannot read"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains("upstream.api_key_file: cannot read"),
+        "{stderr}"
     );
     let out = bcproxy(&["check", "--offline", "--config", deploy])
         .output()
@@ -207,12 +199,21 @@ async fn check_offline_reads_no_named_files() {
         .unwrap()
         .replace("auth = \"basic\"", "auth = \"bearer\"");
     let path = write(dir.path(), "bad.toml", &bad);
-    let out = bcproxy(&["check", "--offline", "--config", &path])
+    let (code, stderr) = check_refused(&["--offline", "--config", &path]).await;
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("upstream.auth"), "{stderr}");
+}
+
+/// `bcproxy check ARGS`: its exit code and standard error.
+async fn check_refused(args: &[&str]) -> (Option<i32>, String) {
+    let out = bcproxy(&[&["check"][..], args].concat())
         .output()
         .await
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("upstream.auth"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 /// Each kind of bad config exits 2 with one line naming the key, from `check` and from `run`.

@@ -622,3 +622,24 @@ pub fn demo_snippet(text: &[String], first: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Checks what the store saw of an official client's run through the proxy: only the
+/// proxy's credential, never refused, each of `once` exactly once, and `writes` PUTs and
+/// DELETEs.
+pub fn assert_store_saw_one_credential(stats: &bcproxy::sim::Stats, once: &[&str], writes: u64) {
+    assert_eq!(
+        stats.distinct_credentials, 1,
+        "the store saw a credential other than the proxy's"
+    );
+    assert_eq!(stats.unauthorized, 0);
+    for call in once {
+        assert_eq!(
+            stats.by_path.get(*call),
+            Some(&1),
+            "{call}: {:?}",
+            stats.by_path
+        );
+    }
+    assert_eq!(stats.by_method.get("PUT"), Some(&writes));
+    assert_eq!(stats.by_method.get("DELETE"), Some(&writes));
+}
