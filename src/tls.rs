@@ -242,7 +242,7 @@ pub fn explain(e: &rustls::Error) -> String {
                 "the store's certificate is not for the host in upstream.url: use the host name the certificate names"
             }
             C::UnknownIssuer => {
-                "the store's certificate is signed by a CA this proxy does not trust: put that CA's certificate (PEM) in upstream.ca_file"
+                "the store's certificate is signed by a CA this proxy does not trust: put that CA's certificate (PEM) in upstream.ca_file (the CA that signed it, not the store's own certificate)"
             }
             C::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
                 "the store presents a CA certificate (CA:TRUE) as its own, as a self-signed certificate made with `openssl req -x509` does: sign the store's certificate with a CA and put that CA in upstream.ca_file, or make the self-signed certificate with `-addext basicConstraints=critical,CA:FALSE`"

@@ -321,8 +321,9 @@ async fn call_with_connect_timeout(upstream: &str) -> Reply {
 }
 
 /// The store's certificate problems are told in plain words with the fix: a self-signed
-/// certificate made as a CA (what `openssl req -x509` makes) used as the store's own, a
-/// certificate for another name, and an expired one.
+/// certificate made as a CA (what `openssl req -x509` makes) used as the store's own, the
+/// store's own certificate put in `ca_file`, a certificate for another name, an expired one
+/// and one not valid yet.
 #[tokio::test]
 async fn tls_failures_are_told_in_plain_words() {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
@@ -346,8 +347,8 @@ async fn tls_failures_are_told_in_plain_words() {
     std::fs::write(&other_cert, &other.cert).unwrap();
     std::fs::write(&other_key, &other.key).unwrap();
 
-    // A certificate that expired, signed by a CA the proxy trusts.
-    let (expired_ca, expired_cert, expired_key) = {
+    // Certificates outside their dates, signed by a CA the proxy trusts.
+    let dated = |name: &str, from: (i32, u8, u8), to: (i32, u8, u8)| {
         use rcgen::{CertifiedIssuer, KeyUsagePurpose, date_time_ymd};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -356,21 +357,35 @@ async fn tls_failures_are_told_in_plain_words() {
         let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
         let leaf_key = KeyPair::generate().unwrap();
         let mut leaf_params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-        leaf_params.not_before = date_time_ymd(2020, 1, 1);
-        leaf_params.not_after = date_time_ymd(2021, 1, 1);
+        leaf_params.not_before = date_time_ymd(from.0, from.1, from.2);
+        leaf_params.not_after = date_time_ymd(to.0, to.1, to.2);
         let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
         let paths = (
-            dir.path().join("expired-ca.pem"),
-            dir.path().join("expired.pem"),
-            dir.path().join("expired.key"),
+            dir.path().join(format!("{name}-ca.pem")),
+            dir.path().join(format!("{name}.pem")),
+            dir.path().join(format!("{name}.key")),
         );
         std::fs::write(&paths.0, ca.pem()).unwrap();
         std::fs::write(&paths.1, leaf.pem()).unwrap();
         std::fs::write(&paths.2, leaf_key.serialize_pem()).unwrap();
         paths
     };
+    let (expired_ca, expired_cert, expired_key) = dated("expired", (2020, 1, 1), (2021, 1, 1));
+    let (future_ca, future_cert, future_key) = dated("future", (2090, 1, 1), (2091, 1, 1));
 
     for (cert, key, ca, expected) in [
+        (
+            &future_cert,
+            &future_key,
+            &future_ca,
+            "the store's certificate is not valid yet (is this machine's clock right?)",
+        ),
+        (
+            &other_cert,
+            &other_key,
+            &other_cert,
+            "in upstream.ca_file (the CA that signed it, not the store's own certificate)",
+        ),
         (
             &expired_cert,
             &expired_key,
