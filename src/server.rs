@@ -223,6 +223,7 @@ where
     h2.timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     let builders = Arc::new((h1, h2));
+    let mismatch = Arc::new(Mismatch::default());
 
     tokio::pin!(shutdown);
     loop {
@@ -242,6 +243,7 @@ where
         let service = make_service(ConnInfo { peer, local });
         let (limit, registry, waiting) = (limit.clone(), registry.clone(), waiting.clone());
         let (stop, builders, acceptor) = (stop_rx.clone(), builders.clone(), acceptor.clone());
+        let mismatch = mismatch.clone();
         let (name, max, header_timeout) = (
             options.name,
             options.max_connections,
@@ -260,6 +262,7 @@ where
                 stop,
                 header_timeout,
                 builders,
+                mismatch,
             };
             if let Err(e) = task.run(tcp, peer, name, acceptor, service).await {
                 tracing::debug!(peer = %peer, error = %e, "connection.error");
@@ -322,6 +325,36 @@ struct Connection {
     stop: watch::Receiver<bool>,
     header_timeout: Duration,
     builders: Arc<(http1::Builder, http2::Builder<TokioExecutor>)>,
+    mismatch: Arc<Mismatch>,
+}
+
+/// How often, at most, a listener logs clients speaking the wrong protocol to it (a client
+/// retrying in a loop would otherwise write a line per attempt).
+const MISMATCH_EVERY: Duration = Duration::from_secs(10);
+
+/// The wrong-protocol warnings of one listener: when one was last logged, and how many
+/// were held back since.
+#[derive(Debug, Default)]
+struct Mismatch {
+    last: Mutex<Option<Instant>>,
+    held: AtomicU64,
+}
+
+impl Mismatch {
+    /// `Some(held back since the last one)` when this one is to be logged.
+    fn due(&self) -> Option<u64> {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < MISMATCH_EVERY) {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.held.swap(0, Ordering::Relaxed))
+    }
 }
 
 impl Connection {
@@ -352,12 +385,15 @@ impl Connection {
             let first = sniff(&tcp).await.ok()?;
             match (acceptor, first) {
                 (Some(_), Sniffed::Http1 | Sniffed::H2) => {
-                    tracing::warn!(
-                        listener,
-                        peer = %peer,
-                        hint = "this port speaks HTTPS: use https://, or turn TLS off (empty listen.tls_cert and listen.tls_key)",
-                        "listen.plain_on_tls_port"
-                    );
+                    if let Some(repeated) = self.mismatch.due() {
+                        tracing::warn!(
+                            listener,
+                            peer = %peer,
+                            repeated,
+                            hint = "this port speaks HTTPS: use https://, or turn TLS off (empty listen.tls_cert and listen.tls_key)",
+                            "listen.plain_on_tls_port"
+                        );
+                    }
                     answer_plain(tcp, PLAIN_ON_TLS_PORT).await;
                     None
                 }
@@ -367,12 +403,15 @@ impl Connection {
                     Some(Io::Tls(Box::new(tls), h2))
                 }
                 (None, Sniffed::Tls) => {
-                    tracing::warn!(
-                        listener,
-                        peer = %peer,
-                        hint = "this port speaks plain HTTP; set listen.tls_cert and listen.tls_key, or use http://",
-                        "listen.tls_on_plain_port"
-                    );
+                    if let Some(repeated) = self.mismatch.due() {
+                        tracing::warn!(
+                            listener,
+                            peer = %peer,
+                            repeated,
+                            hint = "this port speaks plain HTTP; set listen.tls_cert and listen.tls_key, or use http://",
+                            "listen.tls_on_plain_port"
+                        );
+                    }
                     // A TLS client cannot read an HTTP answer: close at once, so it fails now
                     // rather than at its own timeout.
                     None
@@ -714,5 +753,25 @@ pub fn shutdown_signal() -> impl Future<Output = &'static str> + Send {
             let _ = tokio::signal::ctrl_c().await;
             "SIGINT"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn wrong_protocol_warnings_are_held_back_and_counted() {
+        let m = Mismatch::default();
+        assert_eq!(m.due(), Some(0));
+        assert_eq!(m.due(), None);
+        assert_eq!(m.due(), None);
+        tokio::time::advance(MISMATCH_EVERY).await;
+        assert_eq!(
+            m.due(),
+            Some(2),
+            "the next one says how many were held back"
+        );
+        assert_eq!(m.due(), None);
     }
 }

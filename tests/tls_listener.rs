@@ -93,8 +93,8 @@ async fn https_listener_serves_h2_and_http1() {
 
 /// A TLS client on a plain port (the app says https:// to an http listener) fails at once,
 /// not at its own timeout: the proxy recognises the ClientHello, logs one
-/// `listen.tls_on_plain_port` saying what to do, and closes — on the app port and the admin
-/// port alike.
+/// `listen.tls_on_plain_port` saying what to do (at most once per 10 s per listener, with how
+/// many it held back), and closes — on the app port and the admin port alike.
 #[tokio::test]
 async fn a_tls_client_on_the_plain_port_is_told_and_closed_at_once() {
     let (logs, _guard) = Logs::capture();
@@ -122,12 +122,21 @@ async fn a_tls_client_on_the_plain_port_is_told_and_closed_at_once() {
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
+    // A client retrying in a loop is told once per 10 s per listener, not once per try.
+    for _ in 0..3 {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let again = connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await;
+        assert!(again.is_err());
+    }
     let told: Vec<serde_json::Value> = logs
         .lines()
         .into_iter()
         .filter(|l| l["message"] == "listen.tls_on_plain_port")
         .collect();
     assert_eq!(told.len(), 2, "{told:?}");
+    assert_eq!(told[0]["repeated"], 0);
     assert_eq!(told[0]["listener"], "proxy");
     assert_eq!(told[1]["listener"], "admin");
     assert!(
