@@ -357,3 +357,37 @@ async fn a_browser_renders_the_status_page() {
     assert!(bytes.len() > 20_000, "a blank page? {} bytes", bytes.len());
     eprintln!("screenshot: {}", png.display());
 }
+
+/// Names on the page are text, never markup: a client named like a tag shows as written.
+#[tokio::test]
+async fn names_on_the_page_are_escaped() {
+    let sim = start_sim().await;
+    let name = "<img src=x onerror=alert(1)>&co";
+    let clients = format!(
+        "[[clients]]\nname = '{name}'\ntoken_sha256 = \"{}\"\n",
+        token_sha256("odd-token")
+    );
+    let proxy = start_proxy_with_admin(settings(&sim.url(), &clients, &[]), None).await;
+    let http = Http::default();
+    let r = http
+        .get_with(
+            &format!("{}/api/v2/time", proxy.url()),
+            &[("authorization", &basic(name, "odd-token"))],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let admin = format!("http://{}", proxy.admin_addr.expect("admin listener"));
+    let mut html = String::new();
+    for _ in 0..50 {
+        html = http.get(&format!("{admin}/")).await.text();
+        if html.contains("data-figure=\"client_calls\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!html.contains("<img"), "{html}");
+    assert!(
+        html.contains("&lt;img src=x onerror=alert(1)&gt;&amp;co</td>"),
+        "{html}"
+    );
+}
