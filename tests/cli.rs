@@ -703,16 +703,7 @@ async fn demo_with_tls_serves_https_and_its_admin() {
     );
     assert!(joined.contains("demo --tls --oauth"), "{joined}");
 
-    let tls = bcproxy::tls::client_config(Some(&ca)).unwrap();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .build();
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(connector);
-    let response = client
+    let response = https_client(&ca, false)
         .request(
             http::Request::get(&url)
                 .body(http_body_util::Full::default())

@@ -10,7 +10,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Stdio;
 
 use bcproxy::clients::token_sha256;
 use bcproxy::config::Dialect;
@@ -27,7 +26,7 @@ fn node() -> String {
         .unwrap_or_else(|| "node".to_string())
 }
 
-/// Runs a Node program (a file, or `-e` and its text) from `tests/node`, which must print "ok".
+/// Runs a Node program (a file, or `-e` and its text) from `tests/node`; what it printed.
 async fn run_node(args: &[&str], envs: &[(&str, String)]) -> String {
     assert!(
         Path::new(NODE_DIR)
@@ -35,27 +34,14 @@ async fn run_node(args: &[&str], envs: &[(&str, String)]) -> String {
             .exists(),
         "node-bigcommerce is not installed: run `npm ci` in tests/node (.ci/run does)"
     );
-    let mut cmd = tokio::process::Command::new(node());
-    cmd.args(args)
-        .current_dir(NODE_DIR)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
-        .await
-        .expect("in time")
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e} (install Node.js, or set BCPROXY_NODE)",
-                node()
-            )
-        });
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    stdout
+    run_program(
+        &node(),
+        args,
+        Some(NODE_DIR),
+        envs,
+        "install Node.js, or set BCPROXY_NODE",
+    )
+    .await
 }
 
 #[tokio::test]

@@ -9,12 +9,14 @@
 
 mod support;
 
-use std::process::Stdio;
-
 use bcproxy::clients::token_sha256;
 use bcproxy::config::Dialect;
 use bcproxy::sim::{self, SimConfig};
 use support::*;
+
+/// How to get a Python with the official client.
+const PYTHON_MISSING: &str =
+    "set BCPROXY_PYTHON to a Python with tests/python/requirements.txt installed";
 
 /// `$BCPROXY_PYTHON`, else `python3` (which then needs the client installed).
 fn python() -> String {
@@ -29,24 +31,8 @@ async fn run_client(python: &str, mode: &str, envs: &[(&str, String)]) {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/python/official_client.py"
     );
-    let mut cmd = tokio::process::Command::new(python);
-    cmd.arg(script)
-        .arg(mode)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
-        .await
-        .expect("in time")
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e} (set BCPROXY_PYTHON to a Python with tests/python/requirements.txt)"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("ok"),
-        "{mode}: {stdout}\n{stderr}"
-    );
+    let stdout = run_program(python, &[script, mode], None, envs, PYTHON_MISSING).await;
+    assert!(stdout.contains("ok"), "{mode}: {stdout}");
 }
 
 fn tls_env(files: &TlsFiles) -> Vec<(&'static str, String)> {
@@ -137,20 +123,6 @@ async fn the_demos_python_snippet_works_as_printed() {
     let (_demo, text) = start_demo(&["--tls"]).await;
     let snippet = demo_snippet(&text, "REQUESTS_CA_BUNDLE=");
     let command = snippet.replacen(" python3 ", &format!(" {} ", python()), 1);
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        tokio::process::Command::new("sh")
-            .args(["-c", &command])
-            .output(),
-    )
-    .await
-    .expect("in time")
-    .expect("sh runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{command}\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_program("sh", &["-c", &command], None, &[], PYTHON_MISSING).await;
     assert_eq!(stdout.trim(), "日本茶セット", "{snippet}");
 }

@@ -385,7 +385,6 @@ async fn a_reload_never_opens_the_running_listener() {
 /// pair (a key that is not the certificate's) is refused and the running certificate stays.
 #[tokio::test]
 async fn the_listener_certificate_rotates_on_reload() {
-    use bytes::Bytes;
     use http_body_util::Full;
     let sim = start_sim().await;
     let (a, b) = (tls_files(), tls_files());
@@ -413,15 +412,7 @@ async fn the_listener_certificate_rotates_on_reload() {
     let trusts = |ca: std::path::PathBuf| {
         let url = url.clone();
         async move {
-            let tls = bcproxy::tls::client_config(Some(&ca)).unwrap();
-            let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls)
-                .https_only()
-                .enable_http1()
-                .build();
-            let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build(connector);
+            let client = https_client(&ca, false);
             let request = http::Request::get(&url)
                 .header("authorization", basic("erp"))
                 .body(Full::default())

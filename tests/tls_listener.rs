@@ -6,8 +6,6 @@ mod support;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use support::*;
 
 /// With `listen.tls_cert`/`tls_key`, a client trusting the test CA gets the store's answers
@@ -27,18 +25,7 @@ async fn https_listener_serves_h2_and_http1() {
     .await;
     let https = format!("https://localhost:{}", proxy.addr.port());
     for h2 in [true, false] {
-        let tls = bcproxy::tls::client_config(Some(&files.ca)).unwrap();
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only();
-        let connector = if h2 {
-            builder.enable_http2().build()
-        } else {
-            builder.enable_http1().build()
-        };
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-            .http2_only(h2)
-            .build(connector);
+        let client = https_client(&files.ca, h2);
         let response = client
             .request(
                 Request::get(format!("{https}/api/v2/products/3"))

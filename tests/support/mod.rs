@@ -643,3 +643,54 @@ pub fn assert_store_saw_one_credential(stats: &bcproxy::sim::Stats, once: &[&str
     assert_eq!(stats.by_method.get("PUT"), Some(&writes));
     assert_eq!(stats.by_method.get("DELETE"), Some(&writes));
 }
+
+/// An HTTPS client trusting only the CA in `ca` (PEM): h2 when `h2`, else HTTP/1.1.
+pub fn https_client(
+    ca: &std::path::Path,
+    h2: bool,
+) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
+    let tls = bcproxy::tls::client_config(Some(ca)).expect("the CA loads");
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only();
+    let connector = if h2 {
+        builder.enable_http2().build()
+    } else {
+        builder.enable_http1().build()
+    };
+    Client::builder(TokioExecutor::new())
+        .http2_only(h2)
+        .build(connector)
+}
+
+/// Runs an outside program (an official client, a pasted snippet) to its end within a minute
+/// and returns its standard output; it must exit 0. `missing` says how to get the program.
+pub async fn run_program(
+    program: &str,
+    args: &[&str],
+    dir: Option<&str>,
+    envs: &[(&str, String)],
+    missing: &str,
+) -> String {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("in time")
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} ({missing})"));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
