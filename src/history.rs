@@ -59,7 +59,7 @@ pub struct Point {
 
 /// What happened over (about) the last window: from the newest sample at least a window old,
 /// or from start, to now.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Window {
     /// The time it covers (a window, or less since start; up to a step more).
     pub span: Duration,
@@ -123,7 +123,7 @@ impl History {
             .rposition(|s| horizon.is_some_and(|h| s.at <= h))
             .unwrap_or(0);
         let Some(base) = samples.get(base_at) else {
-            return Window::empty();
+            return Window::default();
         };
         let mut series = vec![Point {
             ago: now.at.saturating_duration_since(base.at),
@@ -181,20 +181,6 @@ impl History {
                 })
                 .collect(),
             series,
-        }
-    }
-}
-
-impl Window {
-    fn empty() -> Window {
-        Window {
-            span: Duration::ZERO,
-            counts: Counts::default(),
-            clients: Vec::new(),
-            upstream_ms: (None, None),
-            wait_ms: (None, None),
-            errors: Vec::new(),
-            series: Vec::new(),
         }
     }
 }

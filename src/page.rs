@@ -283,7 +283,10 @@ impl Page<'_> {
             .filter(|c| c.calls > 0 || c.throttled > 0)
         {
             let (name, key) = match &c.client {
-                Some(name) => (escape(name), escape(name)),
+                Some(name) => {
+                    let name = escape(name);
+                    (name.clone(), name)
+                }
                 None => ("<em>no client name</em>".to_string(), "-".to_string()),
             };
             let _ = write!(
